@@ -1,0 +1,1 @@
+"""LLM group captioning and verification."""

@@ -1,0 +1,320 @@
+"""Records that flow through curation, their ids and their Arrow schemas.
+
+Every Parquet manifest is written from the schemas here (``write_manifest``), never from ad-hoc dicts.
+Ids contain no dots: WebDataset splits sample keys at the first dot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_ID_CHUNK = 1 << 20  # bytes hashed from each end of a file for its video_id
+
+
+def video_id_from_bytes(size: int, head: bytes, tail: bytes) -> str:
+    """Content id of a video: blake2b of its size and its first and last MiB (never its path)."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(str(size).encode())
+    h.update(head)
+    h.update(tail)
+    return "v" + h.hexdigest()
+
+
+def video_id_for_file(path: str | os.PathLike, filesystem: Any = None) -> str:
+    """``video_id`` of a local file, or of a file on a ``pyarrow.fs`` filesystem when one is given."""
+    if filesystem is None:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(_ID_CHUNK)
+            f.seek(max(0, size - _ID_CHUNK))
+            tail = f.read(_ID_CHUNK)
+        return video_id_from_bytes(size, head, tail)
+    with filesystem.open_input_file(str(path)) as f:
+        size = f.size()
+        head = f.read(_ID_CHUNK)
+        f.seek(max(0, size - _ID_CHUNK))
+        tail = f.read(_ID_CHUNK)
+    return video_id_from_bytes(size, head, tail)
+
+
+def shot_id(video_id: str, index: int) -> str:
+    return f"{video_id}-s{index:05d}"
+
+
+def scene_id(video_id: str, index: int) -> str:
+    return f"{video_id}-c{index:04d}"
+
+
+@dataclass
+class VideoRecord:
+    """One input video. ``status`` is ``ok`` or ``rejected``; times in seconds, fps as num/den."""
+
+    video_id: str
+    uri: str
+    status: str = "ok"
+    duration_s: float = 0.0
+    fps_num: int = 0
+    fps_den: int = 1
+    n_frames: int = 0
+    width: int = 0  # display size: rotation and sample aspect ratio applied
+    height: int = 0
+    coded_width: int = 0
+    coded_height: int = 0
+    sar: str = "1:1"
+    rotation: int = 0
+    codec: str = ""
+    container: str = ""
+    bytes: int = 0
+    variable_fps: bool = False
+    n_shots: int = 0
+    n_scenes: int = 0
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den) if self.fps_num else Fraction(0)
+
+
+@dataclass
+class ShotRecord:
+    """One shot: frames ``[start_frame, end_frame)`` of its video in presentation order."""
+
+    shot_id: str
+    video_id: str
+    index: int
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    transition_in: str = "cut"  # cut | gradual
+    scene_id: str | None = None
+    kept: bool = True
+    reject_reason: str | None = None
+    keyframe_frames: list[int] = field(default_factory=list)
+    brightness: float = 0.0  # mean luma 0..255 of the sampled frames
+    contrast: float = 0.0  # std of luma of the sampled frames
+    motion: float = 0.0  # mean absolute luma difference between consecutive frames, 0..255
+    n_faces: int | None = None
+    boundary_score: float = 0.0  # detector confidence of the cut that opens this shot
+
+    @property
+    def n_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class SceneRecord:
+    """A contiguous run of shots of one place and cast.
+
+    ``link_similarity[i]`` is the best cosine similarity that admitted shot ``i + 1`` into the scene
+    (the evidence of the clustering rule); ``link_shot[i]`` is the index, within the scene, of the shot
+    it matched.
+    """
+
+    scene_id: str
+    video_id: str
+    index: int
+    shot_ids: list[str]
+    start_s: float
+    end_s: float
+    link_similarity: list[float] = field(default_factory=list)
+    link_shot: list[int] = field(default_factory=list)
+    kept: bool = True
+    reject_reason: str | None = None
+    max_faces: int | None = None
+    caption_status: str = "pending"
+    n_characters: int | None = None
+    shard: str | None = None  # shard file name holding the sample, once written
+
+    @property
+    def key(self) -> str:
+        return self.scene_id
+
+
+@dataclass
+class CaptionRecord:
+    """The rendered caption of one shot, with provenance (one row of ``captions.parquet``)."""
+
+    shot_id: str
+    scene_id: str
+    caption: str
+    caption_template: str  # with character ids, before rendering
+    characters: list[str]
+    shot_type: str = ""
+    camera_movement: str = ""
+    verdict: str = ""  # accurate | fixed | wrong | "" when not verified
+    problems: list[str] = field(default_factory=list)
+    model: str = ""
+    prompt_version: str = ""
+
+
+@dataclass
+class Reject:
+    """Why an item (video, shot or scene) left the pipeline."""
+
+    item_id: str
+    uri: str
+    stage: str
+    reason: str
+    detail: str = ""
+
+
+def _list(t: pa.DataType) -> pa.DataType:
+    return pa.list_(t)
+
+
+VIDEO_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("status", pa.string()),
+        ("duration_s", pa.float64()),
+        ("fps", pa.float64()),
+        ("fps_num", pa.int64()),
+        ("fps_den", pa.int64()),
+        ("n_frames", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("coded_width", pa.int32()),
+        ("coded_height", pa.int32()),
+        ("sar", pa.string()),
+        ("rotation", pa.int32()),
+        ("codec", pa.string()),
+        ("container", pa.string()),
+        ("bytes", pa.int64()),
+        ("variable_fps", pa.bool_()),
+        ("n_shots", pa.int32()),
+        ("n_scenes", pa.int32()),
+    ]
+)
+
+SHOT_SCHEMA = pa.schema(
+    [
+        ("shot_id", pa.string()),
+        ("video_id", pa.string()),
+        ("index", pa.int32()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("transition_in", pa.string()),
+        ("scene_id", pa.string()),
+        ("kept", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("keyframe_frames", _list(pa.int64())),
+        ("brightness", pa.float32()),
+        ("contrast", pa.float32()),
+        ("motion", pa.float32()),
+        ("n_faces", pa.int32()),
+        ("boundary_score", pa.float32()),
+    ]
+)
+
+SCENE_SCHEMA = pa.schema(
+    [
+        ("scene_id", pa.string()),
+        ("video_id", pa.string()),
+        ("index", pa.int32()),
+        ("shot_ids", _list(pa.string())),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("link_similarity", _list(pa.float32())),
+        ("link_shot", _list(pa.int32())),
+        ("kept", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("max_faces", pa.int32()),
+        ("caption_status", pa.string()),
+        ("n_characters", pa.int32()),
+        ("shard", pa.string()),
+    ]
+)
+
+CAPTION_SCHEMA = pa.schema(
+    [
+        ("shot_id", pa.string()),
+        ("scene_id", pa.string()),
+        ("caption", pa.string()),
+        ("caption_template", pa.string()),
+        ("characters", _list(pa.string())),
+        ("shot_type", pa.string()),
+        ("camera_movement", pa.string()),
+        ("verdict", pa.string()),
+        ("problems", _list(pa.string())),
+        ("model", pa.string()),
+        ("prompt_version", pa.string()),
+    ]
+)
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("uri", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+SCHEMAS: dict[type, pa.Schema] = {
+    VideoRecord: VIDEO_SCHEMA,
+    ShotRecord: SHOT_SCHEMA,
+    SceneRecord: SCENE_SCHEMA,
+    CaptionRecord: CAPTION_SCHEMA,
+    Reject: REJECT_SCHEMA,
+}
+
+MANIFESTS: dict[str, type] = {
+    "videos": VideoRecord,
+    "shots": ShotRecord,
+    "scenes": SceneRecord,
+    "captions": CaptionRecord,
+    "rejects": Reject,
+}
+
+
+def record_row(record: Any) -> dict[str, Any]:
+    """The manifest row of a record: its fields plus the derived columns its schema names."""
+    row = dataclasses.asdict(record)
+    if isinstance(record, VideoRecord):
+        row["fps"] = float(record.fps)
+    return row
+
+
+def records_to_table(records: list[Any], cls: type) -> pa.Table:
+    """An Arrow table of records of one class, with that class's schema (also when empty)."""
+    schema = SCHEMAS[cls]
+    rows = [record_row(r) for r in records]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def records_from_table(table: pa.Table, cls: type) -> list[Any]:
+    """Records back from a manifest table (derived columns dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return [cls(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
+
+
+def write_manifest(records: list[Any], cls: type, path: str, filesystem: Any = None) -> None:
+    """Write records as Parquet with their schema, atomically (temp name, then rename)."""
+    table = records_to_table(records, cls)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    if filesystem is None:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    else:
+        pq.write_table(table, tmp, filesystem=filesystem)
+        filesystem.move(tmp, path)
+
+
+def read_manifest(path: str, cls: type, filesystem: Any = None) -> list[Any]:
+    return records_from_table(pq.read_table(path, filesystem=filesystem), cls)

@@ -1,0 +1,1 @@
+"""Shot cache, temporal cache, the sampler and evaluation metrics."""

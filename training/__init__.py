@@ -1,0 +1,1 @@
+"""The cache-guided model, training data from shards, and the trainer."""
