@@ -62,7 +62,7 @@ class EmbedConfig(Section):
     pretrained: str = Field(
         "laion2b_s34b_b79k", description="open_clip pretrained tag, or a local checkpoint path (.pt/.bin)."
     )
-    model_config_path: str | None = Field(
+    clip_config_path: str | None = Field(
         None, description="Local open_clip model config JSON, for custom architectures (tests use a tiny one)."
     )
     device: str = Field("auto", description="Torch device: 'auto', 'cpu' or 'cuda[:N]'.")
