@@ -74,7 +74,7 @@ class ScenesConfig(Section):
     threshold: float | None = Field(
         None,
         description="Cosine similarity tau for joining a scene; None uses the embedder's calibrated default "
-        "(open_clip 0.8, fallback 0.75).",
+        "(open_clip 0.8, fallback 0.5; see curation/embed.py DEFAULT_THRESHOLDS).",
     )
     max_shots: int = Field(16, description="A scene is closed once it holds this many shots.")
 
@@ -149,7 +149,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
     apply_overrides(data, overrides or [])

@@ -38,6 +38,12 @@ class MissingDependency(FilmweaverError):
     reason = "missing-dependency"
 
 
+class ModelUnavailable(FilmweaverError):
+    """A model's weights cannot be loaded (not cached offline, bad path) or it lacks what was asked."""
+
+    reason = "model-unavailable"
+
+
 class CaptionerNotConfigured(ConfigError):
     """A captioning backend was asked for without what it needs (API key, server URL)."""
 

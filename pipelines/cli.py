@@ -12,6 +12,7 @@ from curation.errors import FilmweaverError
 # Modules with a ``register(subparsers)`` function; imported at start, so they import nothing heavy.
 COMMAND_MODULES = [
     "pipelines.commands",
+    "data_cards.cli",
 ]
 
 

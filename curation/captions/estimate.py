@@ -1,0 +1,105 @@
+"""``--dry-run``: tokens, requests and dollars that captioning and verification would spend, without network."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..config import CurateConfig
+from ..stage import SceneUnit
+from .config import CaptionConfig
+from .media import media_tokens, text_tokens
+from .prompts import load_prompt
+
+_CAPTION_CHARS_PER_SHOT = 280  # a verify request quotes each shot's caption
+
+
+@dataclass
+class CostEstimate:
+    """Totals for the scenes given; ``per_hour`` scales them to one hour of video."""
+
+    backend: str
+    model: str
+    scenes: int
+    shots: int
+    video_s: float
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    batch: bool
+
+    def per_hour(self) -> dict[str, float]:
+        k = 3600.0 / self.video_s if self.video_s > 0 else 0.0
+        return {
+            "input_tokens": self.input_tokens * k,
+            "output_tokens": self.output_tokens * k,
+            "cost_usd": self.cost_usd * k,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "per_hour": self.per_hour()}
+
+    def summary(self) -> str:
+        h = self.per_hour()
+        mode = " (batch price)" if self.batch else ""
+        return (
+            f"{self.backend}/{self.model}: {self.scenes} scenes, {self.shots} shots, {self.video_s:.0f} s of video -> "
+            f"{self.requests} requests, {self.input_tokens:,} input + {self.output_tokens:,} output tokens, "
+            f"${self.cost_usd:.4f}{mode}; per hour of video: {h['input_tokens']:,.0f} + {h['output_tokens']:,.0f} "
+            f"tokens, ${h['cost_usd']:.2f}"
+        )
+
+
+def _price(cfg: CaptionConfig, model: str, tokens_in: int, tokens_out: int) -> float:
+    p = cfg.prices.get(model)
+    if p is None:
+        return 0.0
+    usd = (tokens_in * p.input_per_million + tokens_out * p.output_per_million) / 1e6
+    return usd * (cfg.batch_discount if cfg.batch and cfg.backend == "gemini" else 1.0)
+
+
+def estimate_cost(
+    config: CurateConfig,
+    scenes: list[SceneUnit] | None = None,
+    shot_durations: list[list[float]] | None = None,
+) -> CostEstimate:
+    """Estimate caption + verification spend for scenes (``SceneUnit``s, or shot durations in seconds per scene).
+
+    Token counts follow the backend's media accounting (Gemini: tokens per sampled frame at the configured fps
+    and media resolution; OpenAI-compatible: 28x28-pixel patches of sampled frames), prompts at 4 characters a
+    token, outputs from ``caption.output_tokens_per_*``. Repairs and retries are not included.
+    """
+    cfg, vcfg = config.caption, config.verify
+    if shot_durations is None:
+        shot_durations = [[s.duration_s for s in u.shots] for u in scenes or []]
+    cap = config.export.max_shot_s
+    shot_durations = [[min(d, cap) if cap else d for d in ds] for ds in shot_durations]
+    model = cfg.model if cfg.backend != "none" else f"{cfg.model} (backend none: nothing is sent)"
+    cap_prompt = text_tokens(load_prompt("caption", cfg.prompt_version)) + 20
+    ver_prompt = text_tokens(load_prompt("verify", vcfg.prompt_version)) + 60
+    requests = tin = tout = 0
+    vin = vout = 0
+    for ds in shot_durations:
+        media = sum(media_tokens(d, cfg) for d in ds)
+        requests += 1
+        tin += cap_prompt + media + 5 * len(ds)
+        tout += cfg.output_tokens_per_scene + cfg.output_tokens_per_shot * len(ds)
+        if vcfg.enabled:
+            n_req = len(ds) if vcfg.per_shot else 1
+            requests += n_req
+            vin += ver_prompt * n_req + media + len(ds) * (_CAPTION_CHARS_PER_SHOT // 4)
+            vout += vcfg.output_tokens_per_shot * len(ds)
+    cost = _price(cfg, cfg.model, tin, tout) + _price(cfg, vcfg.model or cfg.model, vin, vout)
+    return CostEstimate(
+        backend=cfg.backend,
+        model=model,
+        scenes=len(shot_durations),
+        shots=sum(len(ds) for ds in shot_durations),
+        video_s=sum(sum(ds) for ds in shot_durations),
+        requests=requests,
+        input_tokens=tin + vin,
+        output_tokens=tout + vout,
+        cost_usd=cost,
+        batch=cfg.batch and cfg.backend == "gemini",
+    )

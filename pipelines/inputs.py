@@ -1,0 +1,146 @@
+"""Turning the command line's INPUT arguments into a list of video uris.
+
+An input is a video file, a folder (searched recursively for video extensions), a glob (``*``, ``?``,
+``[``; ``**`` recurses), a list file (``.txt``/``.lst``: one path or uri per line, ``#`` comments; relative
+paths are relative to the list file), a manifest (``.csv``/``.parquet`` with a ``uri`` column), or an
+object-store uri (``s3://``, ``gs://``: a file, or a prefix listed recursively). The result keeps the given
+order (folders and globs sorted), without duplicates. A local input that does not exist is an error; a path
+listed inside a list file that does not exist is left for the executor, which records a reject row.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from pathlib import Path
+
+from curation.errors import ConfigError
+
+VIDEO_EXTENSIONS = frozenset(
+    [
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".flv",
+        ".wmv",
+        ".ogv",
+        ".3gp",
+        ".mxf",
+        ".y4m",
+    ]
+)
+LIST_EXTENSIONS = frozenset({".txt", ".lst"})
+MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet"})
+
+
+class InputNotFound(ConfigError):
+    """An input given on the command line does not exist."""
+
+    reason = "missing"
+
+
+def _is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _is_remote(item: str) -> bool:
+    return "://" in item and not item.startswith("file://")
+
+
+def _folder(path: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found += [os.path.join(root, f) for f in sorted(files) if _is_video(f) and not f.startswith(".")]
+    return found
+
+
+def _remote(uri: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [uri]
+    if info.type != pafs.FileType.Directory:
+        return [uri]  # left for the probe stage, which rejects it with the filesystem's reason
+    scheme = uri.split("://", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and _is_video(i.path))
+
+
+def _list_file(path: str) -> list[str]:
+    base = os.path.dirname(os.path.abspath(path))
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            out.append(line if _is_remote(line) or os.path.isabs(line) else os.path.join(base, line))
+    return out
+
+
+def _manifest(path: str) -> list[str]:
+    if path.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "uri" not in table.column_names:
+            raise ConfigError(f"{path}: a manifest needs a 'uri' column (has {table.column_names})")
+        uris = [u for u in table.column("uri").to_pylist() if u]
+    else:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "uri" not in (reader.fieldnames or []):
+                raise ConfigError(f"{path}: a manifest needs a 'uri' column (has {reader.fieldnames})")
+            uris = [row["uri"] for row in reader if row["uri"]]
+    base = os.path.dirname(os.path.abspath(path))
+    return [u if _is_remote(u) or os.path.isabs(u) else os.path.join(base, u) for u in uris]
+
+
+def _expand(item: str) -> list[str]:
+    if _is_remote(item):
+        return _remote(item)
+    path = item[len("file://") :] if item.startswith("file://") else item
+    if any(c in path for c in "*?["):
+        matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
+        if not matches:
+            raise InputNotFound(f"input {item!r}: the pattern matches no file")
+        return matches
+    if os.path.isdir(path):
+        found = _folder(path)
+        if not found:
+            known = ", ".join(sorted(VIDEO_EXTENSIONS))
+            raise InputNotFound(f"input {item!r}: the folder holds no video file ({known})")
+        return found
+    if not os.path.exists(path):
+        raise InputNotFound(f"input {item!r} does not exist (check the path)")
+    suffix = Path(path).suffix.lower()
+    if suffix in LIST_EXTENSIONS:
+        return _list_file(path)
+    if suffix in MANIFEST_EXTENSIONS:
+        return _manifest(path)
+    return [path]
+
+
+def expand_inputs(items: list[str]) -> list[str]:
+    """Video uris from files, folders, globs, list files, manifests and object-store uris; order kept,
+    duplicates dropped. Raises ``InputNotFound`` (a ``ConfigError``) for a local input that does not exist."""
+    if not items:
+        raise ConfigError("no input given: pass video files, folders, globs or a list file")
+    seen: dict[str, None] = {}
+    for item in items:
+        for uri in _expand(str(item)):
+            key = uri if _is_remote(uri) else os.path.abspath(uri)
+            seen.setdefault(key, None)
+    return list(seen)

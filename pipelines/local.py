@@ -1,0 +1,157 @@
+"""The local executor: every stage of ``pipelines.plan`` in one process, one video at a time.
+
+Videos already finished in ``out_dir`` (by content id, so moved files are recognised) are skipped; the
+journal in ``curation.shards`` makes an interrupted run resume exactly. Progress is a tqdm bar over videos.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from tqdm import tqdm
+
+from curation.config import CurateConfig
+from curation.errors import FilmweaverError
+from curation.records import Reject, VideoRecord
+from curation.shards import DatasetWriter, VideoResult, finalize, recover, video_result
+from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
+from curation.video import content_id
+
+from .plan import scene_stages, video_stages
+from .summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def run_units(stages: list[Stage], units: list[Any]) -> tuple[list[Any], list[Reject], VideoUnit | None]:
+    """Run units through stages in order: the surviving units, the whole-unit rejects, and the last
+    ``VideoUnit`` seen (the video stages' state before clip export fans out to scenes)."""
+    rejects: list[Reject] = []
+    last_video = next((u for u in units if isinstance(u, VideoUnit)), None)
+    for stage in stages:
+        if not units:
+            break
+        out = run_stage_batch(stage, units)
+        units = [u for u in out if not isinstance(u, Reject)]
+        rejects += [r for r in out if isinstance(r, Reject)]
+        last_video = next((u for u in units if isinstance(u, VideoUnit)), last_video)
+    return units, rejects, last_video
+
+
+class LocalPipeline:
+    """The stages, built once (models load here), and the processing of one video."""
+
+    def __init__(self, config: CurateConfig, out_dir: str):
+        self.config = config
+        self.video_stages = video_stages(config, out_dir)
+        self.scene_stages = scene_stages(config, out_dir)
+        self.totals: dict[str, StageStats] = {s.name: StageStats() for s in self.stages}
+
+    @property
+    def stages(self) -> list[Stage]:
+        return self.video_stages + self.scene_stages
+
+    def process(self, uri: str, video_id: str) -> VideoResult:
+        """All stages on one video; never raises for a bad video (it becomes a rejected record)."""
+        unit = VideoUnit(VideoRecord(video_id=video_id, uri=uri))
+        scenes, rejects, last_video = run_units(self.video_stages, [unit])
+        rejected = bool(rejects)  # a video stage's whole-unit reject is the video's
+        if not rejected:
+            scenes, scene_rejects, _ = run_units(self.scene_stages, scenes)
+            rejects += scene_rejects
+        return video_result(last_video or unit, scenes, rejects, rejected, self.config.keyframes.jpeg_quality)
+
+    def take_stats(self) -> dict[str, StageStats]:
+        """Stage counters since the last call (added to the run totals), in pipeline order."""
+        delta = {}
+        for stage in self.stages:
+            delta[stage.name], stage.stats = stage.stats, StageStats()
+            self.totals[stage.name].merge(delta[stage.name])
+        return delta
+
+    def provenance(self) -> dict[str, Any]:
+        """Model ids that shaped the data (recorded in run.json)."""
+        out: dict[str, Any] = {}
+        for stage in self.stages:
+            embedder = getattr(stage, "embedder", None)
+            if embedder is not None:
+                out["embedder"] = {"kind": embedder.kind, "model_id": embedder.model_id}
+        return out
+
+    def close(self) -> None:
+        for stage in self.stages:
+            stage.close()
+
+
+def _identify(uri: str) -> tuple[str | None, Reject | None]:
+    """Cheap content id of an input (no decoding), or the reject of an input that cannot be read at all."""
+    try:
+        return content_id(uri), None
+    except FilmweaverError as exc:
+        return None, Reject(uri, uri, "probe", exc.reason, str(exc))
+    except OSError as exc:
+        reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
+        return None, Reject(uri, uri, "probe", reason, f"cannot read {uri}: {exc.strerror or exc}")
+
+
+def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSummary:
+    """Curate ``inputs`` (uris, already expanded) into ``out_dir`` in this process; resumable."""
+    t0 = time.perf_counter()
+    summary = RunSummary(out_dir=out_dir, engine="local", inputs=len(inputs))
+    journal = recover(out_dir)
+    done = journal.finished
+    writer = DatasetWriter(out_dir, config.shards.prefix, config.shards.max_bytes)
+    write_stats = StageStats()
+    pipeline: LocalPipeline | None = None
+    bar = tqdm(inputs, unit="video", desc="curate", dynamic_ncols=True)
+    try:
+        for uri in bar:
+            video_id, missing = _identify(uri)
+            if video_id in done:
+                summary.skipped += 1
+                continue
+            if missing is not None:
+                result = VideoResult(None, rejects=[missing])
+            else:
+                done.add(video_id)
+                if pipeline is None:
+                    pipeline = LocalPipeline(config, out_dir)  # only when there is work: models load here
+                result = pipeline.process(uri, video_id)
+            t1 = time.perf_counter()
+            writer.add(result)
+            write_stats.items_in += len(result.samples)
+            write_stats.items_out += len(result.samples)
+            write_stats.seconds += time.perf_counter() - t1
+            _count(summary, result)
+            stats = pipeline.take_stats() if pipeline is not None else {}
+            stats["write"], write_stats = write_stats, StageStats()
+            writer.add_stats(stats, pipeline.provenance() if pipeline is not None else None)
+            bar.set_postfix(hours=f"{summary.hours:.2f}", scenes=summary.scenes_written, refresh=False)
+        writer.close()
+    finally:
+        bar.close()
+        if pipeline is not None:
+            pipeline.close()
+    summary.seconds = time.perf_counter() - t0
+    info = {"engine": "local", "inputs": len(inputs), "seconds": round(summary.seconds, 3)}
+    run = finalize(out_dir, {**info, "config": config.model_dump(mode="json")})
+    summary.dataset = run["counts"]
+    return summary
+
+
+def _count(summary: RunSummary, result: VideoResult) -> None:
+    summary.rejects.update(Counter(f"{r.stage}/{r.reason}" for r in result.rejects))
+    if result.video is None:
+        return
+    summary.videos += 1
+    if result.video.status != "ok":
+        summary.videos_rejected += 1
+        return
+    summary.hours += result.video.duration_s / 3600
+    summary.shots += len(result.shots)
+    summary.shots_kept += sum(s.kept for s in result.shots)
+    summary.scenes += len(result.scenes)
+    summary.scenes_written += len(result.samples)

@@ -1,0 +1,50 @@
+"""The end-of-run summary every executor prints: what this run did and what the dataset now holds."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunSummary:
+    """Counts of one run (videos skipped as already finished are not processed again) and the dataset's."""
+
+    out_dir: str
+    engine: str
+    inputs: int = 0
+    videos: int = 0  # processed by this run, rejected ones included
+    videos_rejected: int = 0
+    skipped: int = 0  # finished by an earlier run into the same output (or duplicate content)
+    hours: float = 0.0  # of the videos processed by this run
+    shots: int = 0
+    shots_kept: int = 0
+    scenes: int = 0  # scenes found by this run
+    scenes_written: int = 0
+    rejects: Counter = field(default_factory=Counter)  # "stage/reason" -> count
+    seconds: float = 0.0
+    dataset: dict[str, Any] = field(default_factory=dict)  # run.json counts of the whole output
+
+    def format(self) -> str:
+        """Human-readable summary."""
+        rate = f", {self.hours * 3600 / self.seconds:.1f} s of video per s" if self.seconds and self.hours else ""
+        lines = [
+            f"curated with the {self.engine} engine in {self.seconds:.1f} s{rate}",
+            f"  videos  : {self.videos} processed ({self.videos_rejected} rejected), {self.skipped} already done, "
+            f"{self.hours:.3f} h of video",
+            f"  shots   : {self.shots} ({self.shots_kept} kept)",
+            f"  scenes  : {self.scenes} found, {self.scenes_written} written",
+        ]
+        if self.rejects:
+            lines.append("  rejects : " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejects.items())))
+        d = self.dataset
+        if d:
+            lines.append(
+                f"  dataset : {d.get('samples', 0)} scenes in {d.get('shards', 0)} shards "
+                f"({d.get('bytes', 0) / 1e6:.1f} MB) from {d.get('videos_ok', 0)} videos"
+            )
+        out = os.path.abspath(self.out_dir)
+        lines.append(f"  output  : {os.path.join(out, 'shards')}  (index.json, manifests/, run.json in {out})")
+        return "\n".join(lines)

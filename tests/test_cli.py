@@ -1,0 +1,71 @@
+"""The ``filmweaver`` command line: config show, overrides, errors, input expansion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from curation.config import CurateConfig, load_config
+from pipelines.cli import main
+from pipelines.inputs import InputNotFound, expand_inputs
+
+DEFAULT_YAML = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "default.yaml"
+
+
+def test_config_show_round_trips(capsys, tmp_path):
+    assert main(["config", "show", "--set", "scenes.window=5", "--set", "shots.backend=transnetv2"]) == 0
+    shown = capsys.readouterr().out
+    assert "# A shot joins the current scene" in shown  # field descriptions become comments
+    path = tmp_path / "c.yaml"
+    path.write_text(shown)
+    config = load_config(path)
+    assert config.scenes.window == 5 and config.shots.backend == "transnetv2"
+    assert config == load_config(None, ["scenes.window=5", "shots.backend=transnetv2"])
+    assert main(["config", "show", "--config", str(path), "--set", "scenes.window=2"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["scenes"]["window"] == 2
+
+
+def test_shipped_default_config_is_the_defaults():
+    assert load_config(DEFAULT_YAML) == CurateConfig()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["config", "show", "--set", "shots.no_such_key=1"], "shots.no_such_key"),
+        (["config", "show", "--set", "scenes.window=many"], "scenes.window"),
+        (["config", "show", "--set", "novalue"], "dotted.key=value"),
+        (["config", "show", "--config", "/nonexistent.yaml"], "config file not found"),
+        (["curate", "/no/such/video.mp4", "--out", "/tmp/unused"], "does not exist"),
+        (["curate", "x.mp4", "--out", "/tmp/unused", "--set", "bogus.key=1"], "bogus"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("filmweaver: error:") and message in err and "Traceback" not in err
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("a/2.mp4", "a/1.MKV", "a/notes.txt", "b.webm", "c.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# inputs\nc.mp4\n\nmissing_later.mp4\n")
+    table = pa.table({"uri": [str(tmp_path / "b.webm"), str(tmp_path / "c.mp4")]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    (tmp_path / "m.csv").write_text(f"uri,other\n{tmp_path / 'a' / '2.mp4'},1\n")
+    got = expand_inputs([str(tmp_path / "a"), str(tmp_path / "*.webm"), str(listing), str(tmp_path / "m.parquet")])
+    got += expand_inputs([str(tmp_path / "m.csv")])
+    names = [str(Path(p).relative_to(tmp_path)) for p in got]
+    # folder sorted, glob, list file (its missing entry is kept for a reject row), duplicates dropped
+    assert names == ["a/1.MKV", "a/2.mp4", "b.webm", "c.mp4", "missing_later.mp4", "a/2.mp4"]
+    with pytest.raises(InputNotFound, match="matches no file"):
+        expand_inputs([str(tmp_path / "*.avi")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFound, match="no video file"):
+        expand_inputs([str(tmp_path / "empty")])

@@ -1,0 +1,381 @@
+"""Dataset release on a small curated output written by the real shard writer (curation.shards): card
+header and numbers, funnel, plots, Croissant validation, loading with ``datasets``, CLI and hub push."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
+from curation.shards import DatasetWriter, VideoResult, finalize, video_result
+from curation.stage import SceneUnit, StageStats, VideoUnit
+from data_cards.card import CardOptions
+from data_cards.release import UPLOAD_PATTERNS, build_release, push_to_hub
+
+CONFIG = {"scenes": {"window": 3, "threshold": 0.8}, "filters": {"min_shot_s": 1.0}, "caption": {"backend": "gemini"}}
+CHARACTERS = [
+    {
+        "id": "C1",
+        "label": "young woman",
+        "clothing": "red coat",
+        "hair": "long black hair",
+        "age": "in her twenties",
+        "distinguishing_features": "",
+    },
+    {
+        "id": "C2",
+        "label": "old fisherman",
+        "clothing": "yellow oilskin",
+        "hair": "grey beard",
+        "age": "in his sixties",
+        "distinguishing_features": "pipe",
+    },
+]
+SETTING = {"place": "a harbour", "time_of_day": "dusk", "lighting": "warm low sun", "style": "live-action film"}
+
+
+def tiny_mp4(tmp) -> bytes:
+    path = tmp / "clip.mp4"
+    src = "testsrc=size=64x36:rate=8:duration=0.5"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", src, "-pix_fmt", "yuv420p", str(path)]
+    subprocess.run(cmd, check=True)
+    return path.read_bytes()
+
+
+def _video(vid, uri, n_shots, shot_s, w, h, fps):
+    v = VideoRecord(
+        vid,
+        uri,
+        duration_s=n_shots * shot_s,
+        fps_num=fps,
+        n_frames=n_shots * shot_s * fps,
+        width=w,
+        height=h,
+        codec="h264",
+        container="mp4",
+    )
+    shots = [
+        ShotRecord(
+            shot_id(vid, i),
+            vid,
+            i,
+            i * shot_s * fps,
+            (i + 1) * shot_s * fps,
+            i * shot_s,
+            (i + 1) * shot_s,
+            brightness=100.0,
+            contrast=40.0,
+            motion=3.0,
+        )
+        for i in range(n_shots)
+    ]
+    return v, shots
+
+
+def build(out, clip, max_bytes=1):
+    """Two good videos, one too small, one unreadable input; scenes kept, rejected, captioned and not.
+    ``max_bytes=1`` closes a shard after every video, so there are two shards."""
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(str(out), max_bytes=max_bytes)
+    plan = {  # video -> (scenes as lists of shot indices, shot rejects {i: (stage, reason)}, scene rejects)
+        "va0000000000000000001": (
+            [[0, 1, 2, 3], [4, 5, 6, 7], [8]],
+            {2: ("filters", "too-short"), 5: ("filters", "black"), 7: ("verify", "caption-wrong")},
+            {2: ("filters", "too-few-shots")},
+        ),
+        "vb0000000000000000002": (
+            [[0, 1, 2], [3, 4], [5]],
+            {},
+            {1: ("filters", "too-many-characters"), 2: ("filters", "too-few-shots")},
+        ),
+    }
+    sizes = {"va0000000000000000001": (640, 360, 24, 5), "vb0000000000000000002": (1920, 1080, 25, 3)}
+    for n, (vid, (scene_shots, shot_rej, scene_rej)) in enumerate(plan.items()):
+        w, h, fps, shot_s = sizes[vid]
+        video, shots = _video(vid, f"/films/{vid}.mp4", sum(map(len, scene_shots)), shot_s, w, h, fps)
+        vunit = VideoUnit(video, shots)
+        for i, (stage, reason) in shot_rej.items():
+            vunit.rejects.append(Reject(shots[i].shot_id, video.uri, stage, reason))
+        units, rejects = [], []
+        for c, idx in enumerate(scene_shots):
+            sid = scene_id(vid, c)
+            members = [shots[i] for i in idx]
+            for s in members:
+                s.scene_id = sid
+            sims = [float(rng.uniform(0.8, 0.97)) for _ in idx[1:]]
+            scene = SceneRecord(
+                sid,
+                vid,
+                c,
+                [s.shot_id for s in members],
+                members[0].start_s,
+                members[-1].end_s,
+                link_similarity=sims,
+                link_shot=[0] * len(sims),
+                max_faces=2,
+            )
+            vunit.scenes.append(scene)
+            if c in scene_rej:
+                stage, reason = scene_rej[c]
+                scene.kept, scene.reject_reason = False, reason
+                rejects.append(Reject(sid, video.uri, stage, reason))
+                continue
+            kept = [s for s in members if s.index not in shot_rej]
+            captioned = not (n == 1 and c == 0)  # one released scene without captions
+            caps, ann = [], {}
+            if captioned:
+                scene.caption_status, scene.n_characters = "ok", 2
+                ann = {"characters": CHARACTERS, "setting": SETTING}
+                for j, s in enumerate(kept):
+                    text = f"the young woman in a red coat walks along pier number {vid[1]}{c}{j}"
+                    caps.append(
+                        CaptionRecord(
+                            s.shot_id,
+                            sid,
+                            text,
+                            "{C1} walks",
+                            ["C1"],
+                            "wide",
+                            "static",
+                            "fixed" if j == 1 else "accurate",
+                            model="gemini-2.5-flash",
+                            prompt_version="v1",
+                        )
+                    )
+            else:
+                scene.caption_status = "skipped"
+            units.append(
+                SceneUnit(
+                    scene,
+                    video,
+                    kept,
+                    keyframes=[
+                        np.full((36, 64, 3), (40 * j + 30, 90, 200 - 30 * j), np.uint8) for j in range(len(kept))
+                    ],
+                    embeddings=rng.standard_normal((len(kept), 8)).astype(np.float32),
+                    clips=[clip] * len(kept),
+                    captions=caps,
+                    annotation=ann,
+                )
+            )
+        writer.add(video_result(vunit, units, rejects, rejected=False))
+    small = VideoRecord("vc0000000000000000003", "/films/tiny.mp4", duration_s=30.0, fps_num=30, width=96, height=64)
+    writer.add(video_result(VideoUnit(small), [], [Reject(small.video_id, small.uri, "probe", "too-small")], True))
+    writer.add(VideoResult(None, rejects=[Reject("/films/broken.mp4", "/films/broken.mp4", "probe", "unreadable")]))
+    usage = {"llm_input_tokens": 1200, "llm_output_tokens": 300, "llm_cost_usd": 0.00111}
+    stats = {
+        "probe": StageStats(4, 2, rejects={"too-small": 1, "unreadable": 1}, seconds=0.5),
+        "caption": StageStats(3, 3, seconds=2.0, counts=usage),
+    }
+    writer.add_stats(stats, {"embedder": "open_clip ViT-B-32 laion2b_s34b_b79k", "shot_detector": "scenedetect"})
+    writer.close()
+    return finalize(str(out), {"config": CONFIG, "engine": "local"})
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("curated")
+    out = tmp / "out"
+    out.mkdir()
+    build(out, tiny_mp4(tmp))
+    return out
+
+
+@pytest.fixture(scope="module")
+def release(curated):
+    options = CardOptions(license="cc-by-4.0", source_licenses=["cc-by-3.0"], contact="takedown@example.org")
+    return build_release(curated, options)
+
+
+def manifest(out: Path, name: str) -> list[dict]:
+    return pq.read_table(out / "manifests" / f"{name}.parquet").to_pylist()
+
+
+def card_header(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def count_table(text: str) -> dict[str, str]:
+    section = text.split("## Dataset summary")[1].split("##")[0]
+    return dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", section, re.M))
+
+
+def test_header_has_required_fields(release, curated):
+    header = card_header(release.readme.read_text())
+    assert header["license"] == "cc-by-4.0"
+    assert header["source_licenses"] == ["cc-by-3.0"]
+    assert header["task_categories"] == ["text-to-video"]
+    assert header["size_categories"] == ["n<1K"]
+    assert header["pretty_name"] and "multi-shot" in header["tags"]
+    configs = {c["config_name"]: c for c in header["configs"]}
+    assert configs["scenes"]["default"] and configs["scenes"]["data_files"][0]["path"] == "shards/*.tar"
+    for name in ("videos", "shots", "scenes", "captions", "rejects"):
+        assert (curated / configs[f"{name}_manifest"]["data_files"]).is_file()
+    features = [f["name"] for f in header["dataset_info"][0]["features"]]
+    assert features[:3] == ["json", "000.mp4", "000.jpg"] and "002.jpg" in features and "003.jpg" not in features
+
+
+def test_card_numbers_equal_manifests(release, curated):
+    text = release.readme.read_text()
+    table = count_table(text)
+    videos, shots, scenes = (manifest(curated, n) for n in ("videos", "shots", "scenes"))
+    captions, rejects = manifest(curated, "captions"), manifest(curated, "rejects")
+    ok = [v for v in videos if v["status"] == "ok"]
+    released = [s for s in scenes if s["kept"] and s["shard"]]
+    by_id = {s["shot_id"]: s for s in shots}
+    released_shots = [by_id[i] for s in released for i in s["shot_ids"]]
+    unopened = {r["item_id"] for r in rejects} - {v["video_id"] for v in videos} - set(by_id)
+    unopened -= {s["scene_id"] for s in scenes}
+    assert table["Input videos"] == str(len(videos) + len(unopened)) == "4"
+    assert table["Videos used"] == str(len(ok)) == "2"
+    assert table["Hours of source video"] == f"{sum(v['duration_s'] for v in ok) / 3600:.3f}"
+    assert table["Shots detected"] == str(len(shots)) == "15"
+    assert table["Shots kept by shot filters"] == str(sum(s["kept"] for s in shots)) == "12"
+    assert table["Scenes formed"] == str(len(scenes)) == "6"
+    assert table["Scenes released"] == str(len(released)) == "3"
+    assert table["Shots released"] == str(len(released_shots)) == "8"
+    assert table["Hours released"] == f"{sum(s['end_s'] - s['start_s'] for s in released_shots) / 3600:.3f}"
+    assert table["Kept ratio (shots released / detected)"] == f"{100 * 8 / 15:.1f}%"
+    assert table["Captions"] == str(len(captions)) == "5"
+    index = json.loads((curated / "index.json").read_text())["shards"]
+    assert table["Shards"] == str(len(index)) == "2"
+    assert table["Shard bytes"] == str(sum(s["bytes"] for s in index))
+    run = json.loads((curated / "run.json").read_text())
+    assert f"| caption.llm_input_tokens | {run['llm']['caption.llm_input_tokens']} |" in text
+    assert "config hash `" in text and "unknown" not in text.split("config hash `")[1][:14]
+
+
+def test_funnel_adds_up(release, curated):
+    text = release.readme.read_text()
+    rows = re.findall(r"^\| (videos|shots|scenes) \|([^|]*)\| ([^|]+) \| (\d+) \|$", text, re.M)
+    levels: dict[str, dict] = {}
+    for level, stage, reason, n in rows:
+        entry = levels.setdefault(level, {"rejects": {}})
+        if reason in ("**in**", "**out**"):
+            entry[reason.strip("*")] = int(n)
+        else:
+            entry["rejects"][(stage.strip(), reason)] = int(n)
+    assert set(levels) == {"videos", "shots", "scenes"}
+    for level in levels.values():
+        assert level["in"] == level["out"] + sum(level["rejects"].values())
+    shot_rejects = {("filters", "too-short"): 1, ("filters", "black"): 1, ("verify", "caption-wrong"): 1}
+    assert levels["shots"]["rejects"] == shot_rejects
+    assert levels["scenes"]["rejects"] == {("filters", "too-few-shots"): 2, ("filters", "too-many-characters"): 1}
+    assert levels["videos"]["rejects"] == {("probe", "unreadable"): 1, ("probe", "too-small"): 1}
+    all_rejects = sum(sum(lv["rejects"].values()) for lv in levels.values())
+    assert all_rejects == len(manifest(curated, "rejects"))
+    assert all(lv.unaccounted == 0 for lv in release.stats.funnel)
+
+
+def test_plots_are_non_empty_pngs(release):
+    names = {"shot_duration", "shots_per_scene", "characters_per_scene", "caption_length", "scene_similarity"}
+    assert set(release.plots) == names | {"resolution"}
+    text = release.readme.read_text()
+    for stem, path in release.plots.items():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, stem
+        assert f"](plots/{path.name})" in text
+
+
+def test_croissant_validates_and_reads_records(release, curated):
+    import mlcroissant as mlc
+
+    dataset = mlc.Dataset(jsonld=str(release.croissant))
+    scene_ids = sorted(r["scenes/scene_id"].decode() for r in dataset.records("scenes"))
+    assert scene_ids == sorted(s["scene_id"] for s in manifest(curated, "scenes"))
+    jsonld = json.loads(release.croissant.read_text())
+    files = {d["@id"]: d for d in jsonld["distribution"] if d["@type"] == "cr:FileObject"}
+    for shard in json.loads((curated / "index.json").read_text())["shards"]:
+        assert files[shard["url"]]["sha256"] == shard["sha256"]
+    assert {r["@id"] for r in jsonld["recordSet"]} >= {"scenes", "shots"}
+
+
+def test_shards_load_with_datasets(release, curated, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    header = card_header(release.readme.read_text())
+    features = datasets.Features._from_yaml_list(header["dataset_info"][0]["features"])
+    shards = sorted(str(p) for p in (curated / "shards").glob("*.tar"))
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": shards}, split="train", features=features, cache_dir=str(tmp_path)
+    )
+    # Video decoding needs torchcodec; the bytes are what matters here.
+    ds = ds.cast(
+        datasets.Features(
+            {k: datasets.Video(decode=False) if k.endswith(".mp4") else v for k, v in ds.features.items()}
+        )
+    )
+    assert ds.num_rows == 3
+    rows = {r["__key__"]: r for r in ds}
+    first = rows["va0000000000000000001-c0000"]
+    assert first["json"]["characters"][0]["id"] == "C1" and len(first["json"]["shots"]) == 3
+    assert first["002.jpg"].size == (64, 36) and len(first["clip.npy"]) == 3
+    assert rows["va0000000000000000001-c0001"]["002.jpg"] is None  # a two-shot scene
+
+
+def test_cli_release_and_older_dataset(curated, tmp_path, capsys):
+    from pipelines.cli import main
+
+    old = tmp_path / "old"
+    shutil.copytree(curated, old, ignore=shutil.ignore_patterns("card"))
+    (old / "manifests" / "captions.parquet").unlink()
+    (old / "index.json").unlink()
+    (old / "run.json").write_text(json.dumps({"config": {"scenes": {"window": 3}}}))
+    assert main(["release", str(old), "--license", "cc-by-nc-4.0", "--pretty-name", "Old set"]) == 0
+    assert "browse.html" in capsys.readouterr().out
+    text = (old / "card" / "README.md").read_text()
+    assert card_header(text)["license"] == "cc-by-nc-4.0"
+    assert count_table(text)["Captions"] == "0" and count_table(text)["Shards"] == "2"
+    assert "| none recorded | |" in text  # no LLM usage in an old run.json
+    import mlcroissant as mlc
+
+    mlc.Dataset(jsonld=str(old / "card" / "croissant.json"))
+
+
+def test_push_to_hub_uploads_card_and_data(release, curated, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw))
+
+        def upload_file(self, **kw):
+            calls.append(("upload_file", kw))
+
+        def upload_folder(self, **kw):
+            calls.append(("upload_folder", kw))
+            return "commit"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert push_to_hub(curated, release, "me/scenes", private=True) == "commit"
+    kinds = [c[0] for c in calls]
+    assert kinds == ["init", "create_repo", "upload_file", "upload_folder"]
+    assert calls[1][2] == {"repo_type": "dataset", "private": True, "exist_ok": True}
+    readme = calls[2][1]
+    assert readme["path_in_repo"] == "README.md" and b"](card/plots/shot_duration.png)" in readme["path_or_fileobj"]
+    folder = calls[3][1]
+    assert folder["folder_path"] == str(curated) and folder["allow_patterns"] == UPLOAD_PATTERNS
+    assert folder["repo_type"] == "dataset" and not any("llm_cache" in p for p in UPLOAD_PATTERNS)
+
+
+def test_not_a_dataset_is_a_clear_error(tmp_path):
+    from data_cards.dataset import NotACuratedDataset
+
+    with pytest.raises(NotACuratedDataset, match="no curated dataset"):
+        build_release(tmp_path)

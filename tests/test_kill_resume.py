@@ -1,0 +1,168 @@
+"""SIGKILL a curation run at three moments, run again: the dataset equals an uninterrupted run's.
+
+Local engine (fast, and the kill moments are exact: a wrapper process SIGKILLs itself from inside the shard
+writer); then the Ray engine's driver and its whole local Ray are killed once a shard has been committed,
+and a Ray run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.config import load_config
+from curation.shards import read_journal
+from curation.synthetic import make_film
+from pipelines.local import run_local
+from pipelines.ray_procs import ray_processes, stop_processes
+
+SETTINGS = [
+    "embed.backend=fallback",
+    "video.analysis_short_side=96",
+    "shots.detect_width=128",
+    "shots.backend=scenedetect",
+    "export.short_side=96",
+    "filters.faces=false",
+    "filters.min_shot_s=0.5",
+    "shards.max_bytes=60000",
+]
+MANIFEST_NAMES = ("videos", "shots", "scenes", "captions", "rejects")
+
+# Runs the CLI with the shard writer patched to SIGKILL this process at one moment.
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from curation import shards
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    moment = sys.argv[1]
+    if moment == "after-first-commit":
+        commit = shards.ShardWriter.commit
+        def patched(self):
+            info = commit(self)
+            if info is not None:
+                die()
+            return info
+        shards.ShardWriter.commit = patched
+    elif moment == "mid-shard":  # a sample into the second shard, before it is complete
+        write = shards.ShardWriter.write
+        def patched(self, sample):
+            name = write(self, sample)
+            if self.committed:
+                die()
+            return name
+        shards.ShardWriter.write = patched
+    elif moment == "finalize":  # manifests merged, index.json and run.json not yet written
+        write_json = shards._write_json
+        def patched(path, obj):
+            if path.endswith("index.json"):
+                die()
+            write_json(path, obj)
+        shards._write_json = patched
+    from pipelines.cli import main
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+
+
+def dataset_view(out: Path) -> tuple[dict, dict]:
+    """Manifests (shard names dropped after checking them) and samples key -> {member: sha256}; fails on
+    duplicate samples and on files no index names (partial shards)."""
+    m = {n: pq.read_table(out / "manifests" / f"{n}.parquet").to_pylist() for n in MANIFEST_NAMES}
+    index = json.loads((out / "index.json").read_text())["shards"]
+    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(Path(s["url"]).name for s in index)
+    samples: dict[str, dict[str, str]] = {}
+    where: dict[str, str] = {}
+    for s in index:
+        with tarfile.open(out / s["url"]) as tar:
+            for member in tar.getmembers():
+                key, ext = member.name.split(".", 1)
+                assert ext not in samples.setdefault(key, {}), f"duplicate {member.name}"
+                samples[key][ext] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+                where[key] = Path(s["url"]).name
+    for scene in m["scenes"]:
+        assert scene.pop("shard") == where.get(scene["scene_id"])
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    return m, samples
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> list[str]:
+    d = tmp_path_factory.mktemp("films")
+    for seed in (5, 6, 7, 8):
+        make_film(d / f"film{seed}.mp4", seed=seed, n_scenes=2, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.5))
+    return sorted(str(p) for p in d.glob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    run_local(inputs, str(out), load_config(None, SETTINGS))
+    view = dataset_view(out)
+    assert len(view[1]) >= 4 and len(json.loads((out / "index.json").read_text())["shards"]) >= 3
+    return view
+
+
+def curate_args(inputs: list[str], out: Path, engine: str) -> list[str]:
+    return ["curate", *inputs, "--out", str(out), "--engine", engine, *[a for s in SETTINGS for a in ("--set", s)]]
+
+
+@pytest.mark.parametrize("moment", ["after-first-commit", "mid-shard", "finalize"])
+def test_local_kill_and_resume(moment, inputs, reference, tmp_path):
+    out = tmp_path / "out"
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    proc = subprocess.run(
+        [sys.executable, str(killer), moment, *curate_args(inputs, out, "local")], capture_output=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    finished = read_journal(str(out)).finished
+    if moment == "finalize":
+        assert len(finished) == len(inputs) and not (out / "index.json").exists()
+    else:
+        assert 0 < len(finished) < len(inputs)
+        if moment == "mid-shard":
+            assert list((out / "shards").glob("*.tar.tmp"))  # a partial shard was left behind
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *curate_args(inputs, out, "local")], timeout=300)
+    assert proc.returncode == 0
+    assert dataset_view(out) == reference
+
+
+def test_ray_kill_and_resume(inputs, reference, tmp_path):
+    """Kill the Ray driver and its whole local Ray once a shard is committed; a Ray run resumes."""
+    out = tmp_path / "out"
+    ray_tmp = Path(f"/tmp/fwk-{os.getpid()}")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "pipelines.curate", *curate_args(inputs, out, "ray")[1:]]
+    cmd = [c for c in cmd if c not in ("--engine", "ray")] + ["--num-cpus", "2", "--videos-per-write", "1"]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while not list((out / "shards").glob("*.tar")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop_processes({proc.pid} | ray_processes(str(ray_tmp)), grace_s=0)  # the driver and every process of its Ray
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert 0 < len(read_journal(str(out)).finished) < len(inputs)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "already done" in proc.stdout
+    finally:
+        stop_processes(ray_processes(str(ray_tmp)))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert dataset_view(out) == reference

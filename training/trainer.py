@@ -1,0 +1,398 @@
+"""The training loop: one function, top to bottom, run in one process or per Ray Train worker.
+
+Per optimizer step: ``grad_accum`` micro-batches of one sample each (cache layouts differ between samples),
+forward under autocast, flow-matching loss on the target tokens, backward; then clip, AdamW step, warmup
+schedule, EMA update, logging (overall and per cache mode), periodic checkpoints. Noise is drawn from a
+generator seeded by ``(seed, rank, step, micro)`` and samples are a function of the stream position, so a
+resumed run reproduces the uninterrupted loss curve exactly.
+
+Run folder: ``checkpoints/step-NNNNNNNN/state.pt`` (model, optimizer, scheduler, EMA, data position and RNG
+states of every rank), ``metrics.jsonl`` (one line per step, written by rank 0) and ``model/`` (the final
+EMA weights, loadable with ``CacheGuidedWan.from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .data import LatentDataset, SampleStream, StreamState, TrainingSample
+from .flow import add_noise, velocity_target
+from .model import CacheGuidedWan, build_model
+
+log = logging.getLogger(__name__)
+
+
+class EMA:
+    """Exponential moving average of the (local) parameters; works unchanged on DDP and FSDP shards."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for n, p in model.named_parameters():
+            if n in self.shadow:
+                self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Temporarily load the EMA weights into ``model``."""
+        saved = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.shadow}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.shadow:
+                    p.copy_(self.shadow[n])
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in saved:
+                        p.copy_(saved[n])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: t.cpu() for n, t in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for n, t in state.items():
+            self.shadow[n].copy_(t)
+
+
+def sample_to_batch(sample: TrainingSample, device: torch.device) -> dict[str, torch.Tensor]:
+    """Tensors with a batch dimension of one for ``flow_matching_loss``."""
+
+    def t(x: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)[None]
+
+    return {
+        "target": t(sample.target),
+        "temporal": t(sample.temporal),
+        "shot_cache": t(sample.shot_cache),
+        "text": t(sample.text),
+        "timestep": t(sample.timestep),
+        "temporal_timestep": t(sample.temporal_timestep),
+        "shot_timesteps": t(sample.shot_timesteps),
+    }
+
+
+def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
+    """MSE between the predicted and true velocity on target tokens; caches are noised at their levels."""
+
+    def noise(x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    x0 = batch["target"]
+    eps = noise(x0)
+    temporal, shots = batch["temporal"], batch["shot_cache"]
+    pred = model(
+        add_noise(x0, eps, batch["timestep"]),
+        batch["timestep"],
+        batch["text"],
+        temporal_cache=add_noise(temporal, noise(temporal), batch["temporal_timestep"]),
+        temporal_timestep=batch["temporal_timestep"],
+        shot_cache=add_noise(shots, noise(shots), batch["shot_timesteps"]),
+        shot_timestep=batch["shot_timesteps"],
+    )
+    return F.mse_loss(pred.float(), velocity_target(x0, eps).float())
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(obj: Any, world_size: int) -> list[Any]:
+    if world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def latest_checkpoint(out_dir: str) -> str | None:
+    found = sorted(glob.glob(os.path.join(out_dir, "checkpoints", "step-*", "state.pt")))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def _unwrap(model: torch.nn.Module) -> CacheGuidedWan:
+    return getattr(model, "module", model)
+
+
+def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cfg: TrainConfig, rank, world_size):
+    """Write ``state.pt`` (rank 0) with every rank's data position and RNG; EMA shards per rank under FSDP."""
+    model_state, optim_state = _full_state(model, optimizer)
+    streams = _gather(dataclasses.asdict(stream.state), world_size)
+    rngs = _gather(_rng_state(), world_size)
+    fsdp = cfg.distributed.strategy == "fsdp" and world_size > 1
+    if fsdp and ema is not None:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        torch.save(ema.state_dict(), os.path.join(ckpt_dir, f"ema-rank{rank}.pt"))
+    if rank == 0:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        state = {
+            "step": step,
+            "model": model_state,
+            "optimizer": optim_state,
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None and not fsdp else None,
+            "streams": streams,
+            "rng": rngs,
+            "world_size": world_size,
+            "config": cfg.model_dump(mode="json"),
+        }
+        tmp = os.path.join(ckpt_dir, "state.pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, os.path.join(ckpt_dir, "state.pt"))
+        old = sorted(glob.glob(os.path.join(os.path.dirname(ckpt_dir), "step-*")))[: -cfg.keep_checkpoints]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        log.info("saved checkpoint %s", ckpt_dir)
+    if world_size > 1:
+        dist.barrier()
+
+
+def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: TrainConfig, rank, world_size) -> int:
+    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=False)
+    if state["world_size"] != world_size:
+        raise ValueError(f"checkpoint {ckpt_dir} was written by {state['world_size']} workers, not {world_size}")
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optimizer"],
+        options=StateDictOptions(full_state_dict=True),
+    )
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        fsdp_file = os.path.join(ckpt_dir, f"ema-rank{rank}.pt")
+        ema.load_state_dict(state["ema"] if state["ema"] is not None else torch.load(fsdp_file, weights_only=True))
+    stream.state = StreamState(**state["streams"][rank])
+    _set_rng_state(state["rng"][rank])
+    log.info("resumed from %s at step %d", ckpt_dir, state["step"])
+    return int(state["step"])
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+def train_loop(
+    cfg: TrainConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | None = None,
+    wrap=None,
+    report=None,
+) -> list[dict[str, Any]]:
+    """Train per ``cfg``; returns the per-step records (rank 0 also appends them to ``metrics.jsonl``).
+
+    ``wrap(model)`` applies DDP/FSDP (Ray Train's ``prepare_model``); ``report(metrics)`` is called at
+    every log step (Ray Train's ``report``)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.data.latents is None:
+        from curation.errors import ConfigError
+
+        raise ConfigError("data.latents is not set: point it at a folder written by `filmweaver precompute`")
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+
+    model = build_model(cfg.model.name).to(device)
+    if cfg.model.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+    if wrap is not None:
+        model = wrap(model)
+    inner = _unwrap(model)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, o.warmup_steps)))
+    ema = EMA(model, o.ema_decay) if o.ema_decay > 0 else None
+    stream = SampleStream(
+        LatentDataset(cfg.data.latents),
+        cfg.data,
+        cfg.curriculum,
+        history_frames=inner.schedule_capacity,
+        shot_t_range=inner.config.shot_cache_t_range,
+        temporal_t_range=inner.config.temporal_cache_t_range,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    step = 0
+    ckpt = latest_checkpoint(cfg.out_dir) if cfg.resume else None
+    if ckpt is not None:
+        step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    window: dict[str, list[float]] = defaultdict(list)
+    t_last = time.perf_counter()
+    log.info(
+        "training %s (%.1fM parameters) on %s x%d from step %d to %d",
+        cfg.model.name,
+        sum(p.numel() for p in inner.parameters()) / 1e6,
+        device,
+        world_size,
+        step,
+        o.max_steps,
+    )
+    while step < o.max_steps:
+        modes, losses = [], []
+        for micro in range(o.grad_accum):
+            sample = stream.next(step)
+            batch = sample_to_batch(sample, device)
+            seed = int(np.random.SeedSequence([cfg.seed, rank, step, micro]).generate_state(1)[0])
+            gen = torch.Generator(device).manual_seed(seed)
+            sync = micro == o.grad_accum - 1 or not hasattr(model, "no_sync")
+            with contextlib.nullcontext() if sync else model.no_sync(), autocast:
+                loss = flow_matching_loss(model, batch, gen)
+            (loss / o.grad_accum).backward()
+            modes.append(sample.mode)
+            losses.append(loss.item())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip if o.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
+        step += 1
+
+        record = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], "modes": modes}
+        record["grad_norm"] = float(grad_norm)
+        if world_size > 1:
+            reduced = torch.tensor([record["loss"]], device=device)
+            dist.all_reduce(reduced)
+            record["loss"] = reduced.item() / world_size
+        history.append(record)
+        for mode, value in zip(modes, losses):
+            window[mode].append(value)
+        window["all"].extend(losses)
+        if rank == 0:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if step % cfg.log_every == 0 or step == o.max_steps:
+            now = time.perf_counter()
+            summary = {f"loss/{m}": float(np.mean(v)) for m, v in window.items()}
+            summary.update(step=step, lr=record["lr"], steps_per_s=cfg.log_every / max(now - t_last, 1e-9))
+            t_last = now
+            if rank == 0:
+                log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())))
+            if report is not None:
+                report(summary)
+            window.clear()
+        if step % cfg.checkpoint_every == 0 or step == o.max_steps:
+            ckpt_dir = os.path.join(cfg.out_dir, "checkpoints", f"step-{step:08d}")
+            save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+
+    export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank)
+    return history
+
+
+def export_model(model, optimizer, ema, path: str, rank: int) -> None:
+    """Save the EMA (or raw) weights as a ``CacheGuidedWan`` checkpoint folder (rank 0 writes)."""
+    with ema.applied(model) if ema is not None else contextlib.nullcontext():
+        state, _ = _full_state(model, optimizer)
+    if rank == 0:
+        inner = _unwrap(model)
+        export = CacheGuidedWan.from_config(inner.config)
+        export.load_state_dict(state)
+        export.save_pretrained(path)
+        log.info("saved %s weights to %s", "EMA" if ema is not None else "final", path)
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: the same loop, with DDP/FSDP from ``prepare_model``."""
+    import ray.train
+    import ray.train.torch
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    cfg = TrainConfig.model_validate(config)
+    ctx = ray.train.get_context()
+    kwargs = None
+    if cfg.distributed.strategy == "fsdp":
+        kwargs = {"auto_wrap_policy": ModuleWrapPolicy({WanTransformerBlock}), "use_orig_params": True}
+
+    def wrap(model):
+        return ray.train.torch.prepare_model(
+            model, parallel_strategy=cfg.distributed.strategy, parallel_strategy_kwargs=kwargs
+        )
+
+    train_loop(
+        cfg,
+        rank=ctx.get_world_rank(),
+        world_size=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        wrap=wrap,
+        report=ray.train.report,
+    )
+
+
+def run_training(cfg: TrainConfig) -> list[dict[str, Any]] | None:
+    """One process when ``distributed.num_workers == 1``, else a Ray Train ``TorchTrainer`` (DDP or FSDP;
+    gloo on CPU). Returns the per-step records of the single-process run."""
+    if cfg.distributed.num_workers == 1:
+        return train_loop(cfg)
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = cfg.distributed.use_gpu if cfg.distributed.use_gpu is not None else torch.cuda.is_available()
+    if not ray.is_initialized():
+        ray.init()
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=cfg.distributed.num_workers, use_gpu=use_gpu),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name="filmweaver-train", storage_path=os.path.abspath(os.path.join(cfg.out_dir, "ray"))),
+    )
+    trainer.fit()
+    return None
