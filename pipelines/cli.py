@@ -13,6 +13,7 @@ from curation.errors import FilmweaverError
 COMMAND_MODULES = [
     "pipelines.commands",
     "data_cards.cli",
+    "training.cli",
 ]
 
 

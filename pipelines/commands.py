@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="ray",
         help="executor (default: ray; joins the cluster in RAY_ADDRESS, else starts a local Ray)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="probe the inputs and print the LLM tokens and dollars captioning would spend; process nothing",
+    )
     p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("config", help="configuration")
@@ -79,6 +84,14 @@ def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = 
 
 def cmd_curate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from curation.captions.estimate import estimate_for_videos
+        from curation.video import probe
+
+        from .inputs import expand_inputs
+
+        print(estimate_for_videos(config, [probe(u).duration_s for u in expand_inputs(args.inputs)]).summary())
+        return 0
     summary = curate(args.inputs, args.out, config, args.engine)
     print(summary.format())
     return 0

@@ -4,6 +4,7 @@ the scenes a page at a time, search by caption filters them, and nothing logs an
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -41,8 +42,10 @@ def dataset(tmp_path_factory) -> Path:
     shots, scenes = [], []
     with wds.TarWriter(str(out / "shards" / "scenes-000000.tar")) as sink:
         for c in range(N_SCENES):
-            pair = [ShotRecord(shot_id(vid, 2 * c + j), vid, 2 * c + j, 0, 48, 4.0 * c + 2 * j, 4.0 * c + 2 * j + 2)
-                    for j in range(2)]
+            pair = [
+                ShotRecord(shot_id(vid, 2 * c + j), vid, 2 * c + j, 0, 48, 4.0 * c + 2 * j, 4.0 * c + 2 * j + 2)
+                for j in range(2)
+            ]
             sid = scene_id(vid, c)
             for s in pair:
                 s.scene_id = sid
@@ -55,8 +58,13 @@ def dataset(tmp_path_factory) -> Path:
                 "characters": [{"id": "C1", "label": "sailor", "hair": "red hair"}],
                 "setting": {"place": f"a {word}"},
                 "shots": [
-                    {"shot_id": s.shot_id, "start_s": s.start_s, "end_s": s.end_s, "verdict": "accurate",
-                     "caption": f"a sailor with red hair </script> stands by the {word}, shot {j} of scene {c}"}
+                    {
+                        "shot_id": s.shot_id,
+                        "start_s": s.start_s,
+                        "end_s": s.end_s,
+                        "verdict": "accurate",
+                        "caption": f"a sailor with red hair </script> stands by the {word}, shot {j} of scene {c}",
+                    }
                     for j, s in enumerate(pair)
                 ],
             }
@@ -65,8 +73,19 @@ def dataset(tmp_path_factory) -> Path:
                 sample[f"{j:03d}.jpg"] = _jpeg((4 * c, 100 + 50 * j, 200))
                 sample[f"{j:03d}.mp4"] = b"not decoded by the browser"
             sink.write(sample)
-            scenes.append(SceneRecord(sid, vid, c, [s.shot_id for s in pair], pair[0].start_s, pair[1].end_s,
-                                      caption_status="ok", n_characters=1, shard="scenes-000000.tar"))
+            scenes.append(
+                SceneRecord(
+                    sid,
+                    vid,
+                    c,
+                    [s.shot_id for s in pair],
+                    pair[0].start_s,
+                    pair[1].end_s,
+                    caption_status="ok",
+                    n_characters=1,
+                    shard="scenes-000000.tar",
+                )
+            )
     write_manifest([video], VideoRecord, str(out / "manifests" / "videos.parquet"))
     write_manifest(shots, ShotRecord, str(out / "manifests" / "shots.parquet"))
     write_manifest(scenes, SceneRecord, str(out / "manifests" / "scenes.parquet"))
@@ -132,21 +151,21 @@ class Chromium:
             self.events.append(self._read(deadline))
 
     def js(self, expression: str):
-        return self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)["result"]["value"]
+        reply = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)
+        return reply["result"].get("value")
 
     def errors(self) -> list[dict]:
-        bad = []
-        for e in self.events:
-            p = e.get("params", {})
-            if e.get("method") == "Runtime.exceptionThrown" or e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert") or e.get("method") == "Log.entryAdded" and p["entry"]["level"] == "error":
-                bad.append(p)
-        return bad
+        """Uncaught exceptions, console.error/assert calls and error log entries (failed loads) so far."""
+        kinds = {
+            "Runtime.exceptionThrown": lambda p: True,
+            "Runtime.consoleAPICalled": lambda p: p.get("type") in ("error", "assert"),
+            "Log.entryAdded": lambda p: p["entry"]["level"] == "error",
+        }
+        return [e for e in self.events if e.get("method") in kinds and kinds[e["method"]](e.get("params", {}))]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError):  # it may close its pipe before answering
             self.call("Browser.close", timeout=10)
-        except AssertionError:
-            pass
         self.proc.wait(timeout=20)
         os.close(self._cmd_w)
         os.close(self._res_r)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import hashlib
 import io
+import json
 import logging
 import os
 import time
@@ -40,6 +43,17 @@ class TransientError(Exception):
         self.reason = reason
 
 
+@functools.cache
+def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a response model (pydantic builds it slowly: once per process)."""
+    return schema.model_json_schema()
+
+
+@functools.cache
+def schema_digest(schema: type[BaseModel]) -> str:
+    return hashlib.sha256(json.dumps(json_schema(schema), sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class LLMRequest:
     """One model call: text and shot media in order, the output schema, and sampling parameters.
@@ -66,7 +80,7 @@ class LLMRequest:
         return {
             "model": self.model,
             "prompt_version": self.prompt_version,
-            "schema": self.schema.model_json_schema(),
+            "schema": schema_digest(self.schema),
             "parts": [p if isinstance(p, str) else {"media": p.digest, "duration_s": p.duration_s} for p in self.parts],
             "history": self.history,
             "temperature": self.temperature,
@@ -231,7 +245,7 @@ class GeminiBackend(Backend):
             temperature=req.temperature,
             max_output_tokens=req.max_output_tokens,
             response_mime_type="application/json",
-            response_json_schema=req.schema.model_json_schema(),
+            response_json_schema=json_schema(req.schema),
             media_resolution=f"MEDIA_RESOLUTION_{self.cfg.media_resolution.upper()}",
             automatic_function_calling=t.AutomaticFunctionCallingConfig(disable=True),
         )
@@ -380,7 +394,7 @@ class OpenAIBackend(Backend):
         messages += [{"role": "assistant" if r == "model" else r, "content": text} for r, text in req.history]
         fmt = {
             "type": "json_schema",
-            "json_schema": {"name": req.schema.__name__, "schema": req.schema.model_json_schema()},
+            "json_schema": {"name": req.schema.__name__, "schema": json_schema(req.schema)},
         }
         try:
             async with asyncio.timeout(self.cfg.timeout_s):

@@ -103,3 +103,16 @@ def estimate_cost(
         cost_usd=cost,
         batch=cfg.batch and cfg.backend == "gemini",
     )
+
+
+def estimate_for_videos(
+    config: CurateConfig, video_durations_s: list[float], shot_s: float = 3.0, shots_per_scene: int = 4
+) -> CostEstimate:
+    """Estimate from whole-video durations before shot detection: every second is assumed to end up in a
+    kept shot of ``shot_s`` seconds, ``shots_per_scene`` shots per scene (an upper bound: filters drop some).
+    """
+    scenes: list[list[float]] = []
+    for total in video_durations_s:
+        shots = [shot_s] * int(total // shot_s) + ([total % shot_s] if total % shot_s > 0.5 else [])
+        scenes += [shots[i : i + shots_per_scene] for i in range(0, len(shots), shots_per_scene)]
+    return estimate_cost(config, shot_durations=scenes)

@@ -20,6 +20,7 @@ and ``GET /{v}/batches/{id}`` (RUNNING for ``batch_polls`` polls). OpenAI: ``POS
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import itertools
 import json
@@ -432,14 +433,18 @@ class FakeOpenAI(_FakeServer):
 # ------------------------------------------------------------------------------------------------ data
 
 
+@functools.cache
 def tiny_clip(seed: int, n_frames: int = 6, size: tuple[int, int] = (64, 48), fps: int = 12) -> bytes:
-    """A small H.264 MP4 whose pixels depend on ``seed`` (so every clip has its own digest)."""
+    """A small H.264 MP4 whose pixels depend on ``seed`` (so every clip has its own digest).
+
+    Memoised: x264 output is not always bit-identical between encodes in one process, and tests rely on
+    the same clip having the same digest (cache keys).
+    """
     import av
 
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
-        # one thread: frame threading makes x264 output differ between runs (and so the cache keys)
         stream = out.add_stream("libx264", rate=fps, options={"threads": "1"})
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
