@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing as mp
 import os
 import tempfile
 import time
@@ -25,14 +26,27 @@ from curation.records import Reject
 from curation.stage import run_stage_batch
 
 
+def _serve(latency: float, ports: mp.Queue, stop: mp.Event) -> None:
+    with FakeGemini(latency_s=latency) as srv:
+        ports.put(srv.port)
+        stop.wait()
+
+
 def throughput(latency: float, concurrency: int, waves: int) -> tuple[float, float]:
-    """(requests/s, fraction of the bound) for ``waves * concurrency`` one-request scenes."""
+    """(requests/s, fraction of the bound) for ``waves * concurrency`` one-request scenes.
+
+    The fake server runs in its own process so that it does not compete with the client for the GIL.
+    """
     units = make_scene_units(waves * concurrency + concurrency, 1, shot_s=3.0, video=f"vbench{concurrency}")
     warm, timed = units[:concurrency], units[concurrency:]
-    with FakeGemini(latency_s=latency) as srv:
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_serve, args=(latency, ports, stop), daemon=True)
+    server.start()
+    try:
         cfg = CurateConfig()
         cfg.caption.backend = "gemini"
-        cfg.caption.base_url = srv.url
+        cfg.caption.base_url = f"http://127.0.0.1:{ports.get(timeout=60)}"
         cfg.caption.concurrency = concurrency
         cfg.caption.rpm = 0
         cfg.caption.tpm = 0
@@ -42,6 +56,9 @@ def throughput(latency: float, concurrency: int, waves: int) -> tuple[float, flo
         out = run_stage_batch(stage, timed)
         wall = time.perf_counter() - t0
         stage.close()
+    finally:
+        stop.set()
+        server.join(10)
     assert not any(isinstance(r, Reject) for r in out), "benchmark requests failed"
     rps = len(timed) / wall
     return rps, rps / (concurrency / latency)

@@ -63,7 +63,9 @@ class EmbedConfig(Section):
         "laion2b_s34b_b79k", description="open_clip pretrained tag, or a local checkpoint path (.pt/.bin)."
     )
     clip_config_path: str | None = Field(
-        None, description="Local open_clip model config JSON, for custom architectures (tests use a tiny one)."
+        None,
+        description="Local open_clip model config JSON (keys embed_dim, vision_cfg, text_cfg) for custom "
+        "architectures; its file stem becomes the model name (tests use a tiny one).",
     )
     device: str = Field("auto", description="Torch device: 'auto', 'cpu' or 'cuda[:N]'.")
     batch_size: int = Field(64, description="Keyframes per forward pass.")

@@ -27,8 +27,8 @@ from .stage import Stage, VideoUnit
 log = logging.getLogger(__name__)
 
 # Cosine similarity at or above which a shot joins a scene, per embedder kind. open_clip: the usual value
-# for CLIP ViT-B-32 keyframes of one place and cast. fallback: calibrated on synthetic films and real clips
-# (benchmarks/scene_threshold.py; numbers in BENCHMARKS.md).
+# for CLIP ViT-B-32 keyframes of one place and cast. fallback: calibrated on synthetic films (same-scene
+# shots >= 0.55, other scenes <= 0.08) and checked on real clips (benchmarks/scene_threshold.py, BENCHMARKS.md).
 DEFAULT_THRESHOLDS = {"open_clip": 0.8, "fallback": 0.5}
 
 _NETWORK_PROBE_S = 3.0  # seconds to wait for a TCP connection to the weights host before giving up
