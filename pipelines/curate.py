@@ -398,4 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the module's own copy: Ray pickles functions by module name, and workers cannot import __main__
+    from pipelines.curate import main as module_main
+
+    sys.exit(module_main())

@@ -82,6 +82,7 @@ class DatasetOutput:
     def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
         """``curation.shards.finalize`` on this output: manifests, index.json and run.json; returns run.json."""
         if not self.remote:
+            os.makedirs(os.path.join(self.local_dir, "manifests"), exist_ok=True)  # a run that wrote nothing
             return finalize(self.local_dir, run_info)
         with tempfile.TemporaryDirectory(prefix="fw-mirror-") as mirror:
             self._mirror(mirror, full_tables=True)

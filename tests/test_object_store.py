@@ -9,6 +9,15 @@ import pytest
 from pipelines import storage
 
 BUCKET = "films"
+SETTINGS = [
+    "embed.backend=fallback",
+    "video.analysis_short_side=96",
+    "shots.detect_width=128",
+    "shots.backend=scenedetect",
+    "export.short_side=96",
+    "filters.faces=false",
+    "filters.min_shot_s=0.5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +88,53 @@ def test_failed_atomic_write_leaves_nothing(s3, tmp_path):
         storage.write_bytes(storage.join(base, "x.bin"), b"newer")  # replaces
         assert storage.read_bytes(storage.join(base, "x.bin")) == b"newer"
         assert [os.path.basename(u) for u in storage.list_files(base)] == ["x.bin"]
+
+
+def test_curate_bucket_to_bucket(s3, tmp_path):
+    """Films read from a bucket, the dataset written to a bucket by the Ray executor, read back and checked."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    import pyarrow.parquet as pq
+    import ray
+
+    from curation.config import load_config
+    from curation.synthetic import make_film
+    from pipelines.curate import run_ray
+    from pipelines.inputs import expand_inputs
+    from pipelines.local import run_local
+
+    config = load_config(None, [*SETTINGS, "shards.max_bytes=60000"])
+    for seed in (1, 2):
+        make_film(tmp_path / f"film{seed}.mp4", seed=seed, n_scenes=2, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.5))
+        storage.write_bytes(f"s3://{BUCKET}/in/film{seed}.mp4", (tmp_path / f"film{seed}.mp4").read_bytes())
+    uris = expand_inputs([f"s3://{BUCKET}/in/"])
+    assert uris == [f"s3://{BUCKET}/in/film1.mp4", f"s3://{BUCKET}/in/film2.mp4"]
+    out = f"s3://{BUCKET}/datasets/v1"
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": s3})
+    try:
+        summary = run_ray(uris, out, config, videos_per_write=1)
+    finally:
+        ray.shutdown()
+    assert summary.videos == 2 and summary.videos_rejected == 0
+
+    def samples(read) -> dict[str, str]:
+        found = {}
+        for s in json.loads(read("index.json"))["shards"]:
+            data = read(s["url"])
+            assert hashlib.sha256(data).hexdigest() == s["sha256"]
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for m in tar.getmembers():
+                    found[m.name] = hashlib.sha256(tar.extractfile(m).read()).hexdigest()
+        return found
+
+    remote = samples(lambda rel: storage.read_bytes(f"{out}/{rel}"))
+    run_local([str(tmp_path / "film1.mp4"), str(tmp_path / "film2.mp4")], str(tmp_path / "local"), config)
+    assert remote and remote == samples(lambda rel: (tmp_path / "local" / rel).read_bytes())
+    videos = pq.read_table(io.BytesIO(storage.read_bytes(f"{out}/manifests/videos.parquet"))).to_pylist()
+    assert sorted(v["uri"] for v in videos) == uris and all(v["status"] == "ok" for v in videos)
+    run = json.loads(storage.read_text(f"{out}/run.json"))
+    assert run["engine"] == "ray" and run["counts"]["samples"] == summary.scenes_written
+    assert not [u for u in storage.list_files(out) if ".tmp" in u]

@@ -1,0 +1,143 @@
+"""Training data and trainer on a tiny latent dataset made from synthetic scene shards (CPU)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from pipelines.precompute import precompute
+from training.config import CurriculumConfig, DataConfig, PrecomputeConfig, TrainConfig
+from training.data import LatentDataset, SampleStream, mode_for
+from training.encoders import save_tiny_checkpoint
+from training.model import CacheGuidedWan
+from training.synthetic import write_synthetic_scenes
+from training.trainer import flow_matching_loss, run_training, sample_to_batch
+
+
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_synthetic_scenes(str(root / "scenes"), n_scenes=4, shots=3, frames=13)
+    save_tiny_checkpoint(str(root / "ckpt"))
+    cfg = PrecomputeConfig(checkpoint=str(root / "ckpt"), height=32, width=32, max_frames=13, text_len=16)
+    precompute([str(root / "scenes")], str(root / "latents"), cfg, engine="local")
+    return str(root / "latents")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=4, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _config(out_dir, latents, **optim):
+    return TrainConfig(
+        out_dir=str(out_dir),
+        precision="fp32",
+        log_every=2,
+        checkpoint_every=3,
+        data=DataConfig(latents=latents, chunk_frames=2, shot_cache_size=2, text_len=16, timestep_shift=1.0),
+        curriculum=CurriculumConfig(stage2_step=2),
+        optim={"lr": 2e-3, "warmup_steps": 2, "max_steps": 6, "grad_accum": 2, "ema_decay": 0.9, **optim},
+    )
+
+
+def _stream(latents, seed=0, **data):
+    d = DataConfig(latents=latents, chunk_frames=2, shot_cache_size=2, text_len=16, **data)
+    return SampleStream(LatentDataset(latents), d, CurriculumConfig(stage2_step=0), 7, (100, 400), (0, 100), seed)
+
+
+def test_latent_dataset_layout(latents):
+    ds = LatentDataset(latents)
+    assert len(ds) == 4
+    rec = ds.record(0)
+    assert [s["latent_frames"] for s in rec["shots"]] == [4, 4, 4]  # 13 frames -> 1 + 12/4 latents
+    assert ds.array(0, "000.latent.npy").shape == (4, 4, 4, 4)  # 32 px / 8
+    assert ds.array(0, "001.keyframe.npy").shape == (4, 1, 4, 4)
+    assert ds.array(0, "000.text.npy").shape[1] == 32
+
+
+def test_samples_per_mode_and_timestep_ranges(latents):
+    stream = _stream(latents, text_dropout=0.0)
+    rng = np.random.default_rng(0)
+    for mode in ("none", "temporal", "shot", "both"):
+        s = stream.build(0, mode, rng)
+        assert s.target.shape == (4, 2, 4, 4)
+        assert (s.temporal.shape[1] > 0) == (mode in ("temporal", "both"))
+        assert len(s.shot_cache) == (2 if mode in ("shot", "both") else 0)
+        assert np.all((s.shot_timesteps >= 100) & (s.shot_timesteps <= 400))
+        assert 0 <= s.temporal_timestep <= 100 and 0 <= s.timestep <= 1000
+        if mode == "temporal":  # the history is the frames right before the target in the same shot
+            shot = LatentDataset(latents).array(0, f"{s.shot:03d}.latent.npy")
+            start = s.temporal.shape[1]
+            np.testing.assert_array_equal(shot[:, :start], s.temporal)
+            np.testing.assert_array_equal(shot[:, start : start + 2], s.target)
+
+
+def test_negatives_at_configured_rate(latents):
+    stream = _stream(latents, negative_rate=0.3)
+    rng = np.random.default_rng(5)
+    flags = np.concatenate([stream.build(i % 4, "shot", rng).negatives for i in range(300)])
+    assert abs(flags.mean() - 0.3) < 0.05, flags.mean()
+    none = _stream(latents, negative_rate=0.0)
+    assert not np.concatenate([none.build(i % 4, "shot", rng).negatives for i in range(40)]).any()
+
+
+def test_curriculum_switches_at_configured_step():
+    cur = CurriculumConfig(stage2_step=10, stage2_mix={"none": 1, "shot": 1, "both": 2})
+    rng = np.random.default_rng(0)
+    assert {mode_for(s, cur, rng) for s in range(10) for _ in range(20)} == {"temporal"}
+    after = [mode_for(10, cur, rng) for _ in range(2000)]
+    assert set(after) == {"none", "shot", "both"}
+    assert abs(after.count("both") / 2000 - 0.5) < 0.05
+
+
+def test_loss_goes_down(latents, tmp_path):
+    eval_stream = _stream(latents, seed=123, text_dropout=0.0)
+    eval_samples = [eval_stream.next(step=5) for _ in range(12)]
+
+    def eval_loss(model):
+        with torch.no_grad():
+            losses = [
+                flow_matching_loss(model, sample_to_batch(s, torch.device("cpu")), torch.Generator().manual_seed(i))
+                for i, s in enumerate(eval_samples)
+            ]
+        return float(torch.stack(losses).mean())
+
+    torch.manual_seed(0)
+    before = eval_loss(CacheGuidedWan.from_preset("tiny"))  # the trainer starts from these weights (seed 0)
+    cfg = _config(tmp_path, latents, max_steps=40, ema_decay=0.0, grad_accum=1)
+    cfg.checkpoint_every = 100
+    history = run_training(cfg)
+    after = eval_loss(CacheGuidedWan.from_pretrained(str(tmp_path / "model")))
+    assert after < 0.8 * before, (before, after)
+    assert len(history) == 40 and {"temporal", "both"} <= {m for r in history for m in r["modes"]}
+
+
+def test_resume_reproduces_loss_curve(latents, tmp_path):
+    full = run_training(_config(tmp_path / "full", latents))
+    first = run_training(_config(tmp_path / "split", latents, max_steps=3))
+    rest = run_training(_config(tmp_path / "split", latents))
+    assert len(first) == 3 and len(rest) == 3
+    assert [r["loss"] for r in first + rest] == [r["loss"] for r in full]
+    assert [r["modes"] for r in first + rest] == [r["modes"] for r in full]
+    a = CacheGuidedWan.from_pretrained(str(tmp_path / "full" / "model")).state_dict()
+    b = CacheGuidedWan.from_pretrained(str(tmp_path / "split" / "model")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # EMA weights identical too
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_ray_train_two_workers(latents, tmp_path, ray_session):
+    cfg = _config(tmp_path, latents, max_steps=3)
+    cfg.distributed.num_workers = 2
+    assert run_training(cfg) is None
+    assert os.path.isfile(tmp_path / "checkpoints" / "step-00000003" / "state.pt")
+    state = torch.load(tmp_path / "checkpoints" / "step-00000003" / "state.pt", weights_only=False)
+    assert state["world_size"] == 2 and len(state["streams"]) == 2
+    assert state["streams"][0]["samples"] == state["streams"][1]["samples"] == 6
+    CacheGuidedWan.from_pretrained(str(tmp_path / "model"))
