@@ -41,6 +41,9 @@ class ShotsConfig(Section):
     adaptive_threshold: float = Field(3.0, description="PySceneDetect AdaptiveDetector adaptive_threshold.")
     detect_width: int = Field(256, description="Frame width in pixels fed to PySceneDetect.")
     transnet_threshold: float = Field(0.5, description="TransNetV2 probability above which a frame is a cut.")
+    transnet_confident: float = Field(
+        0.9, description="hybrid: TransNetV2 cuts PySceneDetect missed are kept when their probability is this high."
+    )
     min_shot_frames: int = Field(8, description="Shots shorter than this many frames merge into a neighbour.")
     device: str = Field("auto", description="Torch device for TransNetV2: 'auto', 'cpu' or 'cuda[:N]'.")
 

@@ -19,8 +19,9 @@ class SampleConfig(Section):
     """How a story is generated: model, encoders, resolution, solver, guidance and caches."""
 
     checkpoint: str = Field(
-        "", description="Model: a FilmWeaver checkpoint folder (a trainer's `model/`), a preset name, or a "
-        "diffusers Wan checkpoint (folder or hub id). Set by `filmweaver sample --checkpoint`."
+        "",
+        description="Model: a FilmWeaver checkpoint folder (a trainer's `model/`), a preset name, or a "
+        "diffusers Wan checkpoint (folder or hub id). Set by `filmweaver sample --checkpoint`.",
     )
     encoders: str | None = Field(
         None,
@@ -36,8 +37,11 @@ class SampleConfig(Section):
     negative_prompt: str = Field("", description="Prompt of the unconditional branch (empty: as in training).")
     text_len: int = Field(512, description="Text embeddings are zero-padded to this many tokens (as training).")
     shot_cache_size: int = Field(3, ge=0, description="Keyframes K retrieved into the shot cache for a new shot.")
-    seed: int = Field(0, description="Seed of the initial noise and cache noise (a round's noise is a function "
-                      "of the seed, round and chunk only, so resumed and uninterrupted runs agree).")
+    seed: int = Field(
+        0,
+        description="Seed of the initial noise and cache noise (a round's noise is a function "
+        "of the seed, round and chunk only, so resumed and uninterrupted runs agree).",
+    )
     fps: int = Field(16, description="Frame rate of the written MP4s (Wan: 16).")
     device: str = Field("auto", description="Torch device: 'auto', 'cpu' or 'cuda[:N]'.")
     embed: EmbedConfig = Field(
@@ -91,7 +95,8 @@ def load_script(path: str) -> StoryScript:
     if not os.path.isfile(path):
         raise ConfigError(f"story script not found: {path}")
     try:
-        data = yaml.safe_load(open(path).read()) or {}
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
         script = StoryScript.model_validate(data)
     except (yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"invalid story script {path}: {exc}") from None

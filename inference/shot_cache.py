@@ -48,7 +48,11 @@ class ShotCache:
         embedder with no text tower) the most recent entries are taken. Entries of ``exclude_shot`` are skipped.
         """
         chosen = list(dict.fromkeys(pinned))
-        pool = [i for i, e in enumerate(self.entries) if i not in chosen and (exclude_shot is None or e.shot != exclude_shot)]
+        pool = [
+            i
+            for i, e in enumerate(self.entries)
+            if i not in chosen and (exclude_shot is None or e.shot != exclude_shot)
+        ]
         room = max(0, k - len(chosen))
         if not pool or room == 0:
             return chosen

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "pipelines.commands",
     "data_cards.cli",
     "training.cli",
+    "inference.cli",
 ]
 
 

@@ -127,7 +127,9 @@ class SceneEncoder:
             "width": self.cfg.width,
             "fps": self.cfg.fps,
         }
-        out.update(json=json.dumps(record).encode(), latents=latents, keyframes=keyframes, texts=[_npy(t) for t in texts])
+        out.update(
+            json=json.dumps(record).encode(), latents=latents, keyframes=keyframes, texts=[_npy(t) for t in texts]
+        )
         return out
 
 

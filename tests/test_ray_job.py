@@ -66,7 +66,8 @@ def test_job_submit_curates(ray_head, tmp_path):
     assert run["engine"] == "ray" and run["ray"]["address"] != "local" and run["counts"]["videos_ok"] == 1
     scenes = pq.read_table(out / "manifests" / "scenes.parquet").to_pylist()
     index = json.loads((out / "index.json").read_text())["shards"]
-    assert run["counts"]["samples"] == sum(s["shard"] is not None for s in scenes) == 2
+    assert run["counts"]["samples"] == sum(s["shard"] is not None for s in scenes) == sum(s["nsamples"] for s in index)
+    assert run["counts"]["samples"] >= 1
     assert all((out / s["url"]).is_file() for s in index)
 
 

@@ -32,9 +32,7 @@ def test_token_counts_per_compression_level(model):
     x = _inputs()
     cases = {0: 0, 1: 64, 2: 64 + 16, 3: 64 + 16, 4: 64 + 16 + 4, 7: 64 + 16 + 4, 12: 64 + 16 + 4}
     for hist, expected in cases.items():
-        packed = model.pack(
-            x["target"], x["timestep"], torch.randn(2, 4, hist, 16, 16), 10.0
-        )
+        packed = model.pack(x["target"], x["timestep"], torch.randn(2, 4, hist, 16, 16), 10.0)
         assert packed.counts["temporal"] == expected, hist
         assert packed.counts["target"] == 3 * 64 and packed.counts["shot"] == 0
     full = model.pack(**x)
@@ -87,6 +85,7 @@ def test_empty_cache_equals_stock_wan_forward(model):
             x["target"], x["timestep"], torch.ones(2, 5, 32), x["temporal_cache"], 5.0, x["shot_cache"], 100.0
         )
     assert torch.allclose(stock, ours, atol=1e-5)
+    assert torch.equal(empty, ours)  # zero-length caches are empty caches
     assert ours.shape == x["target"].shape
 
 
@@ -114,7 +113,10 @@ def test_save_and_load_roundtrip(model, tmp_path):
     assert [list(e) for e in loaded.config.temporal_schedule] == [list(e) for e in SCHEDULE]
     x = _inputs()
     with torch.no_grad():
-        assert torch.equal(loaded(**x, encoder_hidden_states=torch.ones(2, 5, 32)), model(**x, encoder_hidden_states=torch.ones(2, 5, 32)))
+        assert torch.equal(
+            loaded(**x, encoder_hidden_states=torch.ones(2, 5, 32)),
+            model(**x, encoder_hidden_states=torch.ones(2, 5, 32)),
+        )
 
 
 def test_bad_kernel_is_rejected():

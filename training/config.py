@@ -28,8 +28,9 @@ class DataConfig(Section):
     latents: str | None = Field(None, description="Latent dataset folder written by `filmweaver precompute`.")
     chunk_frames: int = Field(5, description="Latent frames per target chunk; shorter shots are skipped.")
     shot_cache_size: int = Field(
-        3, description="Keyframes K in the shot cache: the other shots of the scene most similar (CLIP) to the "
-        "target shot's keyframe."
+        3,
+        description="Keyframes K in the shot cache: the other shots of the scene most similar (CLIP) to the "
+        "target shot's keyframe.",
     )
     negative_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Probability that a shot-cache entry is a keyframe of another scene."

@@ -51,7 +51,7 @@ class WanEncoders:
 
         Frames past the last ``1 + k*r`` are dropped (the VAE is causal in time with ratio r)."""
         n = 1 + (len(frames) - 1) // self.temporal_ratio * self.temporal_ratio
-        x = torch.from_numpy(np.ascontiguousarray(frames[:n])).to(self.device)
+        x = torch.from_numpy(np.array(frames[:n], dtype=np.uint8)).to(self.device)
         x = x.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
         z = self.vae.encode(x).latent_dist.mean
         return ((z - self.mean) / self.std)[0].to(torch.float16).cpu().numpy()
@@ -98,7 +98,25 @@ def save_tiny_checkpoint(path: str, z_dim: int = 4, text_dim: int = 32, seed: in
         latents_std=[1.0] * z_dim,
     )
     vae.save_pretrained(os.path.join(path, "vae"))
-    words = "a the man woman red blue green room street walks sits looks at door window car dog".split()
+    words = [
+        "a",
+        "the",
+        "man",
+        "woman",
+        "red",
+        "blue",
+        "green",
+        "room",
+        "street",
+        "walks",
+        "sits",
+        "looks",
+        "at",
+        "door",
+        "window",
+        "car",
+        "dog",
+    ]
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -29,7 +29,9 @@ def sample_cache_timesteps(rng: np.random.Generator, t_range: tuple[float, float
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
     """``x_t`` for clean latents ``x0`` at ``timestep`` (0..1000), broadcast from the leading dims."""
-    sigma = (timestep.to(x0.device, torch.float32) / 1000.0).reshape(*timestep.shape, *([1] * (x0.ndim - timestep.ndim)))
+    sigma = (timestep.to(x0.device, torch.float32) / 1000.0).reshape(
+        *timestep.shape, *([1] * (x0.ndim - timestep.ndim))
+    )
     return ((1.0 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
 
 

@@ -199,7 +199,7 @@ def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: Tra
         optimizer,
         model_state_dict=state["model"],
         optim_state_dict=state["optimizer"],
-        options=StateDictOptions(full_state_dict=True),
+        options=StateDictOptions(full_state_dict=True, strict=False),  # unused params have no Adam state
     )
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
@@ -356,7 +356,8 @@ def _ray_worker(config: dict[str, Any]) -> None:
 
     cfg = TrainConfig.model_validate(config)
     ctx = ray.train.get_context()
-    kwargs = None
+    # cache-level embeddings go unused in samples without (enough) history
+    kwargs = {"find_unused_parameters": True}
     if cfg.distributed.strategy == "fsdp":
         kwargs = {"auto_wrap_policy": ModuleWrapPolicy({WanTransformerBlock}), "use_orig_params": True}
 

