@@ -38,13 +38,12 @@ from curation.config import CurateConfig, load_config
 from curation.records import Reject, VideoRecord
 from curation.shards import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
-
-from .inputs import expand_inputs
-from .local import _identify, run_units
-from .output import DatasetOutput
-from .plan import scene_stage_classes, video_stage_classes
-from .ray_sink import COLUMN, CuratedVideo, ShardDatasink
-from .summary import RunSummary
+from pipelines.inputs import expand_inputs
+from pipelines.local import _identify, run_units
+from pipelines.output import DatasetOutput
+from pipelines.plan import scene_stage_classes, video_stage_classes
+from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
+from pipelines.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
