@@ -171,3 +171,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_yaml(config: BaseModel) -> str:
     """The effective config as YAML."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def add_config_arguments(parser: Any, config_help: str, set_example: str) -> None:
+    """Add the ``--config FILE`` and repeated ``--set dotted.key=value`` options every command shares."""
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=f"e.g. {set_example}"
+    )

@@ -236,9 +236,7 @@ def _clamp_view(x: float, y: float, vw: float, world: tuple[int, int], aspect: f
     return float(np.clip(x, vw / 2 + 1, ww - vw / 2 - 1)), float(np.clip(y, vh / 2 + 1, wh - vh / 2 - 1))
 
 
-def _framing(
-    rng: np.random.Generator, kind: str, world: _World, frame: tuple[int, int]
-) -> tuple[float, float, float]:
+def _framing(rng: np.random.Generator, kind: str, world: _World, frame: tuple[int, int]) -> tuple[float, float, float]:
     """Start view (x, y, width) of a framing: 'wide' or 'close:K' on character K."""
     fw, fh = frame
     ww, wh = world.image.size

@@ -132,9 +132,7 @@ def _open_container(uri: str) -> Iterator[av.container.InputContainer]:
 def _video_stream(container: av.container.InputContainer, uri: str) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
-        raise UnreadableVideo(
-            f"{uri} has no video stream (streams: {', '.join(kinds)})", reason="no-video-stream"
-        )
+        raise UnreadableVideo(f"{uri} has no video stream (streams: {', '.join(kinds)})", reason="no-video-stream")
     return container.streams.video[0]
 
 
@@ -290,8 +288,7 @@ def iter_frames(uri: str, size: tuple[int, int] | None = None, threads: int = 0)
                 index += 1
         except av.FFmpegError as exc:
             raise UnreadableVideo(
-                f"decoding {uri} failed after frame {index} ({exc.strerror or exc}); the file is truncated or "
-                "corrupt",
+                f"decoding {uri} failed after frame {index} ({exc.strerror or exc}); the file is truncated or corrupt",
                 reason="truncated",
             ) from None
         expected = int(stream.frames or 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from curation.config import add_config_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate a multi-shot story from a script (or continue a session)")
@@ -17,27 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="resume a session; with --script, its rounds are appended to the story",
     )
-    p.add_argument("--config", help="YAML file with sampling settings (see inference/config.py SampleConfig)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. num_steps=30, shot_cache_size=3, encoders=PATH, embed.pretrained=PATH",
+    add_config_arguments(
+        p,
+        "YAML file with sampling settings (see inference/config.py SampleConfig)",
+        "num_steps=30, shot_cache_size=3, encoders=PATH, embed.pretrained=PATH",
     )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="consistency, text alignment and SCuts of story sessions (Table 1)")
     p.add_argument("sessions", nargs="+", metavar="SESSION", help="session folders written by `filmweaver sample`")
-    p.add_argument("--config", help="YAML file with embed settings (the `embed` section of SampleConfig)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. embed.pretrained=/path/to/open_clip_pytorch_model.bin",
+    add_config_arguments(
+        p,
+        "YAML file with embed settings (the `embed` section of SampleConfig)",
+        "embed.pretrained=/path/to/open_clip_pytorch_model.bin",
     )
     p.add_argument("--min-scene-len", type=int, default=4, help="PySceneDetect minimum scene length (frames)")
     p.add_argument("--json", dest="json_out", help="also write the scores as JSON here")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from curation.config import CurateConfig, load_config
+from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (see `filmweaver config show`)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. shots.backend=auto"
-    )
+    add_config_arguments(p, "YAML config file (see `filmweaver config show`)", "shots.backend=auto")
 
 
 def _engine(name: str):

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.config import CurateConfig, load_config
+from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.records import Reject, VideoRecord
 from curation.shards import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
@@ -353,8 +353,7 @@ def add_ray_arguments(p: argparse.ArgumentParser, with_inputs: bool = True) -> N
     if with_inputs:
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs, lists, s3:// or gs://")
         p.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/prefix)")
-        p.add_argument("--config", help="config YAML")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        add_config_arguments(p, "config YAML", "shots.backend=auto")
     g = p.add_argument_group("ray")
     g.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
     g.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this run (default: all)")

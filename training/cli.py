@@ -5,33 +5,27 @@ from __future__ import annotations
 import argparse
 import os
 
+from curation.config import add_config_arguments
+
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the cache-guided model on a latent dataset")
-    p.add_argument("--config", help=f"YAML training config, or a bundled name ({', '.join(bundled_configs())})")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. data.latents=LATENTS_DIR, optim.max_steps=100, distributed.num_workers=2",
+    add_config_arguments(
+        p,
+        f"YAML training config, or a bundled name ({', '.join(bundled_configs())})",
+        "data.latents=LATENTS_DIR, optim.max_steps=100, distributed.num_workers=2",
     )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("precompute", help="encode scene shards to VAE latents and text embeddings (Ray Data)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="curated dataset folders or scene shard files/globs")
     p.add_argument("--out", required=True, help="latent dataset folder")
-    p.add_argument("--config", help="YAML file with precompute settings (see training/config.py)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. checkpoint=/models/Wan2.1-T2V-1.3B-Diffusers, num_actors=4",
+    add_config_arguments(
+        p,
+        "YAML file with precompute settings (see training/config.py)",
+        "checkpoint=/models/Wan2.1-T2V-1.3B-Diffusers, num_actors=4",
     )
     p.add_argument("--engine", choices=["ray", "local"], default="ray", help="Ray Data job (default) or in-process")
     p.set_defaults(func=cmd_precompute)
