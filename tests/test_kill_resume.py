@@ -7,19 +7,16 @@ and a Ray run resumes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from curation.config import load_config
@@ -27,18 +24,6 @@ from curation.shards import read_journal
 from curation.synthetic import make_film
 from pipelines.local import run_local
 from pipelines.ray_procs import ray_processes, stop_processes
-
-SETTINGS = [
-    "embed.backend=fallback",
-    "video.analysis_short_side=96",
-    "shots.detect_width=128",
-    "shots.backend=scenedetect",
-    "export.short_side=96",
-    "filters.faces=false",
-    "filters.min_shot_s=0.5",
-    "shards.max_bytes=60000",
-]
-MANIFEST_NAMES = ("videos", "shots", "scenes", "captions", "rejects")
 
 # Runs the CLI with the shard writer patched to SIGKILL this process at one moment.
 KILLER = textwrap.dedent(
@@ -79,25 +64,9 @@ KILLER = textwrap.dedent(
 )
 
 
-def dataset_view(out: Path) -> tuple[dict, dict]:
-    """Manifests (shard names dropped after checking them) and samples key -> {member: sha256}; fails on
-    duplicate samples and on files no index names (partial shards)."""
-    m = {n: pq.read_table(out / "manifests" / f"{n}.parquet").to_pylist() for n in MANIFEST_NAMES}
-    index = json.loads((out / "index.json").read_text())["shards"]
-    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(Path(s["url"]).name for s in index)
-    samples: dict[str, dict[str, str]] = {}
-    where: dict[str, str] = {}
-    for s in index:
-        with tarfile.open(out / s["url"]) as tar:
-            for member in tar.getmembers():
-                key, ext = member.name.split(".", 1)
-                assert ext not in samples.setdefault(key, {}), f"duplicate {member.name}"
-                samples[key][ext] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
-                where[key] = Path(s["url"]).name
-    for scene in m["scenes"]:
-        assert scene.pop("shard") == where.get(scene["scene_id"])
-    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
-    return m, samples
+@pytest.fixture(scope="module")
+def settings(small_settings) -> list[str]:
+    return [*small_settings, "shards.max_bytes=60000"]  # several shards per run
 
 
 @pytest.fixture(scope="module")
@@ -109,25 +78,27 @@ def inputs(tmp_path_factory) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(inputs, tmp_path_factory):
+def reference(inputs, settings, dataset_view, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    run_local(inputs, str(out), load_config(None, SETTINGS))
+    run_local(inputs, str(out), load_config(None, settings))
     view = dataset_view(out)
     assert len(view[1]) >= 4 and len(json.loads((out / "index.json").read_text())["shards"]) >= 3
     return view
 
 
-def curate_args(inputs: list[str], out: Path, engine: str) -> list[str]:
-    return ["curate", *inputs, "--out", str(out), "--engine", engine, *[a for s in SETTINGS for a in ("--set", s)]]
+def curate_args(inputs: list[str], out: Path, engine: str, settings: list[str]) -> list[str]:
+    return ["curate", *inputs, "--out", str(out), "--engine", engine, *[a for s in settings for a in ("--set", s)]]
 
 
 @pytest.mark.parametrize("moment", ["after-first-commit", "mid-shard", "finalize"])
-def test_local_kill_and_resume(moment, inputs, reference, tmp_path):
+def test_local_kill_and_resume(moment, inputs, settings, reference, dataset_view, tmp_path):
     out = tmp_path / "out"
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     proc = subprocess.run(
-        [sys.executable, str(killer), moment, *curate_args(inputs, out, "local")], capture_output=True, timeout=300
+        [sys.executable, str(killer), moment, *curate_args(inputs, out, "local", settings)],
+        capture_output=True,
+        timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     finished = read_journal(str(out)).finished
@@ -137,18 +108,20 @@ def test_local_kill_and_resume(moment, inputs, reference, tmp_path):
         assert 0 < len(finished) < len(inputs)
         if moment == "mid-shard":
             assert list((out / "shards").glob("*.tar.tmp"))  # a partial shard was left behind
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *curate_args(inputs, out, "local")], timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *curate_args(inputs, out, "local", settings)], timeout=300
+    )
     assert proc.returncode == 0
     assert dataset_view(out) == reference
 
 
-def test_ray_kill_and_resume(inputs, reference, tmp_path):
+def test_ray_kill_and_resume(inputs, settings, reference, dataset_view, tmp_path):
     """Kill the Ray driver and its whole local Ray once a shard is committed; a Ray run resumes."""
     out = tmp_path / "out"
     ray_tmp = Path(f"/tmp/fwk-{os.getpid()}")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "pipelines.curate", *curate_args(inputs, out, "ray")[1:]]
+    cmd = [sys.executable, "-m", "pipelines.curate", *curate_args(inputs, out, "ray", settings)[1:]]
     cmd = [c for c in cmd if c not in ("--engine", "ray")] + ["--num-cpus", "2", "--videos-per-write", "1"]
     try:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

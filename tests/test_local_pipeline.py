@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
@@ -18,20 +17,10 @@ from curation.config import load_config
 from curation.synthetic import make_film
 from pipelines.local import run_local
 
-SETTINGS = [
-    "embed.backend=fallback",
-    "video.analysis_short_side=96",
-    "shots.detect_width=128",
-    "export.short_side=96",
-    "filters.faces=false",
-    "filters.min_shot_s=0.5",
-]
-MANIFEST_NAMES = ("videos", "shots", "scenes", "captions", "rejects")
-
 
 @pytest.fixture(scope="module")
-def config():
-    return load_config(None, SETTINGS)
+def config(small_settings):
+    return load_config(None, small_settings)
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +40,13 @@ def curated(films, config, tmp_path_factory) -> tuple[Path, object]:
     return out, run_local(films, str(out), config)
 
 
-def manifests(out: Path) -> dict[str, list[dict]]:
-    return {n: pq.read_table(out / "manifests" / f"{n}.parquet").to_pylist() for n in MANIFEST_NAMES}
-
-
 def file_digests(out: Path) -> dict[str, str]:
     files = [p for d in ("shards", "manifests") for p in sorted((out / d).glob("*")) if p.is_file()]
     files.append(out / "index.json")
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def test_shards_match_manifests(curated):
+def test_shards_match_manifests(curated, manifests):
     out, summary = curated
     m = manifests(out)
     assert summary.videos == 2 and summary.videos_rejected == 0 and summary.scenes_written >= 2
@@ -103,13 +88,13 @@ def test_shards_match_manifests(curated):
     assert run["config"]["embed"]["backend"] == "fallback" and "numpy" in run["versions"]
 
 
-def test_rerun_into_fresh_dir_is_identical(curated, films, config, tmp_path):
+def test_rerun_into_fresh_dir_is_identical(curated, films, config, tmp_path, manifests):
     out, _ = curated
     run_local(films, str(tmp_path), config)
     assert file_digests(tmp_path) == file_digests(out)
 
 
-def test_ids_survive_moves(curated, films, config, tmp_path):
+def test_ids_survive_moves(curated, films, config, manifests, tmp_path):
     out, _ = curated
     moved = tmp_path / "elsewhere" / "renamed.mp4"
     moved.parent.mkdir()
@@ -132,7 +117,7 @@ def test_resume_skips_finished_and_changes_nothing(curated, films, config):
     assert file_digests(out) == before
 
 
-def test_resume_after_partial_run_equals_full_run(curated, films, config, tmp_path):
+def test_resume_after_partial_run_equals_full_run(curated, films, config, tmp_path, manifests):
     out, _ = curated
     run_local(films[:1], str(tmp_path), config)
     summary = run_local(films, str(tmp_path), config)

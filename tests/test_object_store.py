@@ -9,15 +9,6 @@ import pytest
 from pipelines import storage
 
 BUCKET = "films"
-SETTINGS = [
-    "embed.backend=fallback",
-    "video.analysis_short_side=96",
-    "shots.detect_width=128",
-    "shots.backend=scenedetect",
-    "export.short_side=96",
-    "filters.faces=false",
-    "filters.min_shot_s=0.5",
-]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +81,7 @@ def test_failed_atomic_write_leaves_nothing(s3, tmp_path):
         assert [os.path.basename(u) for u in storage.list_files(base)] == ["x.bin"]
 
 
-def test_curate_bucket_to_bucket(s3, tmp_path):
+def test_curate_bucket_to_bucket(s3, small_settings, tmp_path):
     """Films read from a bucket, the dataset written to a bucket by the Ray executor, read back and checked."""
     import hashlib
     import io
@@ -106,7 +97,7 @@ def test_curate_bucket_to_bucket(s3, tmp_path):
     from pipelines.inputs import expand_inputs
     from pipelines.local import run_local
 
-    config = load_config(None, [*SETTINGS, "shards.max_bytes=60000"])
+    config = load_config(None, [*small_settings, "shards.max_bytes=60000"])
     for seed in (1, 2):
         make_film(tmp_path / f"film{seed}.mp4", seed=seed, n_scenes=2, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.5))
         storage.write_bytes(f"s3://{BUCKET}/in/film{seed}.mp4", (tmp_path / f"film{seed}.mp4").read_bytes())

