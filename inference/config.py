@@ -5,14 +5,10 @@ from __future__ import annotations
 import os
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from curation.config import EmbedConfig
+from curation.config import EmbedConfig, Section
 from curation.errors import ConfigError
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
 class SampleConfig(Section):
