@@ -14,12 +14,11 @@ from curation.stage import Stage
 def video_stage_classes() -> list[type[Stage]]:
     """Stage classes from uri to scenes, in order: probe, shots, embed, shot_filter, scenes, scene_filter,
     export."""
+    from curation.embed import Embedder
     from curation.export import ClipExporter
     from curation.filters import SceneFilter, ShotFilter
-    from curation.shots import ShotSplitter
-
-    from curation.embed import Embedder
     from curation.scenes import SceneClusterer
+    from curation.shots import ShotSplitter
     from curation.video import ProbeVideo
 
     return [ProbeVideo, ShotSplitter, Embedder, ShotFilter, SceneClusterer, SceneFilter, ClipExporter]
