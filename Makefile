@@ -23,11 +23,11 @@ sysdeps:
 	test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 test: venv sysdeps
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache . && $(BIN)/ruff format --no-cache --check .
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache . && $(BIN)/ruff format --no-cache --check .
 
 format: venv
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
