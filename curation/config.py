@@ -54,7 +54,9 @@ class KeyframesConfig(Section):
     mode: Literal["middle", "first_middle_last"] = Field(
         "middle", description="Keyframes taken per shot: its middle frame, or its first, middle and last."
     )
-    jpeg_quality: int = Field(90, description="JPEG quality of keyframes written to shards.")
+    jpeg_quality: int = Field(
+        90, description="JPEG quality of keyframes: encoded once as a shot closes, held so, written to shards as is."
+    )
 
 
 class EmbedConfig(Section):

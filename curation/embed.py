@@ -22,7 +22,7 @@ from PIL import Image
 
 from .config import CurateConfig, EmbedConfig
 from .errors import ModelUnavailable
-from .stage import Stage, VideoUnit
+from .stage import Keyframe, Stage, VideoUnit
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class Embedder(Stage):
         return self.process_batch([unit])[0]
 
     def process_batch(self, units: list[VideoUnit]) -> list[VideoUnit]:
-        images: list[np.ndarray] = []
+        images: list[Keyframe] = []
         owners: list[tuple[int, int]] = []  # (unit, shot) of each keyframe
         for u, unit in enumerate(units):
             if len(unit.keyframes) != len(unit.shots):
@@ -333,7 +333,8 @@ class Embedder(Stage):
                 images.extend(frames)
                 owners.extend([(u, s)] * len(frames))
         bs = self.config.batch_size
-        parts = [self.embedder.embed_images(images[i : i + bs]) for i in range(0, len(images), bs)]
+        # decoded one batch at a time: a whole film's keyframes as pixels would grow with its length
+        parts = [self.embedder.embed_images([k.rgb() for k in images[i : i + bs]]) for i in range(0, len(images), bs)]
         dim = self.embedder.dim
         feats = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
         sums = [np.zeros((len(unit.shots), dim), np.float32) for unit in units]

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .config import CurateConfig
-from .stage import SceneUnit, Stage, VideoUnit
+from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .video import export_clip, local_path
 
 
-def representative(keyframes: list[np.ndarray]) -> np.ndarray:
+def representative(keyframes: list[Keyframe]) -> Keyframe:
     """The keyframe that stands for a shot: the middle one of those sampled."""
     return keyframes[len(keyframes) // 2]
 

@@ -129,8 +129,11 @@ class SceneFilter(Stage):
 
     def _count_scene_faces(self, unit: VideoUnit, scenes: list[SceneRecord], by_id: dict[str, int]) -> None:
         shot_idx = [by_id[sid] for sc in scenes for sid in sc.shot_ids if unit.shots[by_id[sid]].kept]
-        images = [im for i in shot_idx for im in unit.keyframes[i]]
-        counts = iter(self.count_faces(images))
+        keyframes = [k for i in shot_idx for k in unit.keyframes[i]]
+        found: list[int] = []
+        for b in range(0, len(keyframes), _FACE_BATCH):  # decoded one batch at a time
+            found += self.count_faces([k.rgb() for k in keyframes[b : b + _FACE_BATCH]])
+        counts = iter(found)
         for i in shot_idx:
             unit.shots[i].n_faces = max((next(counts) for _ in unit.keyframes[i]), default=0)
         for scene in scenes:

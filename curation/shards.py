@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .records import (
     MANIFESTS,
@@ -163,21 +162,16 @@ def scene_json(unit: SceneUnit) -> dict[str, Any]:
     }
 
 
-def _jpeg(frame: np.ndarray, quality: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)
     return buf.getvalue()
 
 
-def scene_sample(unit: SceneUnit, jpeg_quality: int = 90) -> dict[str, Any]:
-    """The WebDataset sample of a scene: ``__key__``, ``json``, ``NNN.mp4`` and ``NNN.jpg`` per shot,
-    ``clip.npy`` (float16 shot embeddings). Same unit, same bytes."""
+def scene_sample(unit: SceneUnit) -> dict[str, Any]:
+    """The WebDataset sample of a scene: ``__key__``, ``json``, ``NNN.mp4`` and ``NNN.jpg`` per shot (the
+    keyframe's JPEG bytes as encoded by the shot splitter), ``clip.npy`` (float16 shot embeddings). Same unit,
+    same bytes."""
     n = len(unit.shots)
     if len(unit.clips) != n or len(unit.keyframes) != n or len(unit.embeddings) != n:
         raise ValueError(
@@ -187,7 +181,7 @@ def scene_sample(unit: SceneUnit, jpeg_quality: int = 90) -> dict[str, Any]:
     sample: dict[str, Any] = {"__key__": unit.scene.scene_id, "json": _json_bytes(scene_json(unit))}
     for i in range(n):
         sample[f"{i:03d}.mp4"] = bytes(unit.clips[i])
-        sample[f"{i:03d}.jpg"] = _jpeg(unit.keyframes[i], jpeg_quality)
+        sample[f"{i:03d}.jpg"] = unit.keyframes[i].jpeg
     sample["clip.npy"] = _npy(unit.embeddings)
     return sample
 
@@ -332,7 +326,6 @@ def video_result(
     scenes: list[SceneUnit],
     rejects: list[Reject],
     rejected: bool,
-    jpeg_quality: int = 90,
 ) -> VideoResult:
     """Records and samples of one video after all stages.
 
@@ -355,7 +348,7 @@ def video_result(
         shots.update({s.shot_id: s for s in unit.shots})
         unit.scene.shot_ids = [s.shot_id for s in unit.shots]
         scene_records[unit.scene.scene_id] = unit.scene
-        samples.append(scene_sample(unit, jpeg_quality))
+        samples.append(scene_sample(unit))
         captions += unit.captions
     for r in all_rejects:
         dropped = scene_records.get(r.item_id) or shots.get(r.item_id)

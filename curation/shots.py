@@ -42,7 +42,7 @@ from .config import CurateConfig, ShotsConfig
 from .embed import resolve_device
 from .errors import MissingDependency, UnreadableVideo
 from .records import ShotRecord, VideoRecord, shot_id
-from .stage import Stage, VideoUnit
+from .stage import Keyframe, Stage, VideoUnit
 from .video import Frame, analysis_size, iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -406,11 +406,12 @@ class _Pending:
 class _ShotBuilder:
     """Assigns frames to shots once the detector's horizon has passed them; closes shots at boundaries."""
 
-    def __init__(self, video: VideoRecord, keyframe_mode: str):
+    def __init__(self, video: VideoRecord, keyframe_mode: str, jpeg_quality: int):
         self.video = video
         self.mode = keyframe_mode
+        self.quality = jpeg_quality
         self.shots: list[ShotRecord] = []
-        self.keyframes: list[list[np.ndarray]] = []
+        self.keyframes: list[list[Keyframe]] = []
         self._pending: deque[_Pending] = deque()
         self._boundaries: deque[Boundary] = deque()
         self._open: _OpenShot | None = None
@@ -477,7 +478,7 @@ class _ShotBuilder:
                 boundary_score=shot.score,
             )
         )
-        self.keyframes.append([rgb for _, rgb in picks])
+        self.keyframes.append([Keyframe.encode(rgb, self.quality) for _, rgb in picks])
         self._open = None
 
 
@@ -565,7 +566,7 @@ class ShotSplitter(Stage):
         dw = min(self.config.shots.detect_width, size[0])
         small_size = (dw, max(2, round(size[1] * dw / size[0])))
         detector = self.make_detector(video.fps)
-        builder = _ShotBuilder(video, self.config.keyframes.mode)
+        builder = _ShotBuilder(video, self.config.keyframes.mode, self.config.keyframes.jpeg_quality)
         prev: np.ndarray | None = None
         n = 0
         frames = iter_frames(video.uri, size=size, threads=self.config.video.decode_threads)

@@ -8,6 +8,7 @@ the one place where unexpected exceptions become reject rows, and merge every st
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 import traceback
@@ -16,11 +17,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from .errors import FilmweaverError
 from .records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A keyframe held as JPEG bytes (a fraction of its pixels' memory): encoded once, written to shards as is.
+
+    ``rgb()`` decodes it; consumers decode only the few they need at a time (a batch), never a whole film.
+    """
+
+    jpeg: bytes
+    width: int
+    height: int
+
+    @classmethod
+    def encode(cls, rgb: np.ndarray, quality: int) -> Keyframe:
+        """The keyframe of an RGB uint8 HxWx3 frame, JPEG-encoded at ``quality``."""
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
+        return cls(buf.getvalue(), rgb.shape[1], rgb.shape[0])
+
+    def rgb(self) -> np.ndarray:
+        """The decoded frame, RGB uint8 HxWx3."""
+        with Image.open(io.BytesIO(self.jpeg)) as img:
+            return np.array(img.convert("RGB"))
 
 
 @dataclass
@@ -29,7 +55,7 @@ class VideoUnit:
 
     video: VideoRecord
     shots: list[ShotRecord] = field(default_factory=list)
-    keyframes: list[list[np.ndarray]] = field(default_factory=list)  # per shot, RGB uint8 HxWx3
+    keyframes: list[list[Keyframe]] = field(default_factory=list)  # per shot, in frame order
     embeddings: np.ndarray | None = None  # (n_shots, D) float32, L2-normalised shot embeddings
     embedder: str = ""  # kind of embedder that made them: open_clip | fallback
     scenes: list[SceneRecord] = field(default_factory=list)
@@ -51,7 +77,7 @@ class SceneUnit:
     scene: SceneRecord
     video: VideoRecord
     shots: list[ShotRecord]
-    keyframes: list[np.ndarray]  # representative keyframe per shot, RGB uint8
+    keyframes: list[Keyframe]  # representative keyframe per shot
     embeddings: np.ndarray  # (n_shots, D) float32
     clips: list[bytes] = field(default_factory=list)  # exported MP4 per shot
     captions: list[CaptionRecord] = field(default_factory=list)

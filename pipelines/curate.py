@@ -155,12 +155,12 @@ class StageRunner:
             w.rejects += [r for r in results if isinstance(r, Reject)]
 
 
-def _finish(batch: dict[str, np.ndarray], jpeg_quality: int) -> dict[str, list[bytes]]:
-    """Records and shard samples of each video (JPEG/NPY encoding runs here, in parallel tasks)."""
+def _finish(batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
+    """Records and shard samples of each video (NPY encoding runs here, in parallel tasks)."""
     out = []
     for blob in batch[COLUMN]:
         w: _Work = pickle.loads(blob)
-        result = video_result(w.last_video, [] if w.rejected else w.units, w.rejects, w.rejected, jpeg_quality)
+        result = video_result(w.last_video, [] if w.rejected else w.units, w.rejects, w.rejected)
         out.append(pickle.dumps(CuratedVideo(w.video_id, result, w.stats, w.provenance), protocol=5))
     return {COLUMN: out}
 
@@ -319,7 +319,7 @@ def _run_graph(
                 zero_copy_batch=True,
             )
         log.debug("operator %s", name)
-    ds = ds.map_batches(_finish, fn_args=(config.keyframes.jpeg_quality,), batch_size=1, zero_copy_batch=True)
+    ds = ds.map_batches(_finish, batch_size=1, zero_copy_batch=True)
     # a smaller CPU share keeps the writer out of the stage tasks: fused, the sink's bundling of
     # videos_per_write rows would make one task process those videos one after the other
     ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})

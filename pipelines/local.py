@@ -62,7 +62,7 @@ class LocalPipeline:
         if not rejected:
             scenes, scene_rejects, _ = run_units(self.scene_stages, scenes)
             rejects += scene_rejects
-        return video_result(last_video or unit, scenes, rejects, rejected, self.config.keyframes.jpeg_quality)
+        return video_result(last_video or unit, scenes, rejects, rejected)
 
     def take_stats(self) -> dict[str, StageStats]:
         """Stage counters since the last call (added to the run totals), in pipeline order."""

@@ -13,7 +13,7 @@ from curation.config import CurateConfig
 from curation.errors import UnsupportedVideo
 from curation.export import ClipExporter
 from curation.records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from curation.stage import SceneUnit, VideoUnit, run_stage
+from curation.stage import Keyframe, SceneUnit, VideoUnit, run_stage
 from curation.synthetic import make_simple_video, read_frame_code
 from curation.video import export_clip, iter_frames, probe
 
@@ -123,7 +123,7 @@ def _unit(source: Path, video: VideoRecord) -> VideoUnit:
         ids = [shots[i].shot_id for i in idx]
         scenes.append(SceneRecord(scene_id(vid, k), vid, k, ids, shots[idx[0]].start_s, shots[idx[-1]].end_s))
     scenes[1].kept, scenes[1].reject_reason = False, "too-few-shots"
-    keyframes = [[np.full((8, 8, 3), 10 * i + j, np.uint8) for j in range(3)] for i in range(6)]
+    keyframes = [[Keyframe.encode(np.full((8, 8, 3), 10 * i + j, np.uint8), 90) for j in range(3)] for i in range(6)]
     embeddings = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)
     return VideoUnit(video, shots, keyframes, embeddings, "fallback", scenes)
 
@@ -142,7 +142,7 @@ def test_clip_exporter_yields_kept_scenes_with_kept_shots(sources, records, tmp_
     for scene, idx in zip(out, want):
         assert [s.index for s in scene.shots] == idx
         assert scene.video is unit.video and scene.item_id == scene.scene.scene_id
-        assert [int(k[0, 0, 0]) for k in scene.keyframes] == [10 * i + 1 for i in idx]  # the middle keyframe
+        assert all(k is unit.keyframes[i][1] for k, i in zip(scene.keyframes, idx, strict=True))  # the middle one
         np.testing.assert_array_equal(scene.embeddings, unit.embeddings[idx])
         assert len(scene.clips) == len(idx)
         for shot, clip in zip(scene.shots, scene.clips):

@@ -17,7 +17,7 @@ import yaml
 
 from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
 from curation.shards import DatasetWriter, VideoResult, finalize, video_result
-from curation.stage import SceneUnit, StageStats, VideoUnit
+from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 from data_cards.card import CardOptions
 from data_cards.release import UPLOAD_PATTERNS, build_release, push_to_hub
 
@@ -159,7 +159,8 @@ def build(out, clip, max_bytes=1):
                     video,
                     kept,
                     keyframes=[
-                        np.full((36, 64, 3), (40 * j + 30, 90, 200 - 30 * j), np.uint8) for j in range(len(kept))
+                        Keyframe.encode(np.full((36, 64, 3), (40 * j + 30, 90, 200 - 30 * j), np.uint8), 90)
+                        for j in range(len(kept))
                     ],
                     embeddings=rng.standard_normal((len(kept), 8)).astype(np.float32),
                     clips=[clip] * len(kept),

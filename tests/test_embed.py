@@ -15,7 +15,7 @@ from curation.embed import DEFAULT_THRESHOLDS, Embedder, FallbackEmbedder, load_
 from curation.errors import ModelUnavailable
 from curation.records import ShotRecord, VideoRecord, shot_id
 from curation.scenes import cluster_scenes
-from curation.stage import VideoUnit, run_stage_batch
+from curation.stage import Keyframe, VideoUnit, run_stage_batch
 from curation.synthetic import make_film
 from curation.video import analysis_size, iter_frames, probe
 
@@ -118,13 +118,13 @@ def test_fallback_embedder_is_deterministic_and_normalised():
     assert a @ b > 0.9 > 0.5 > a @ c
 
 
-def _unit(name: str, keyframes: list[list[np.ndarray]]) -> VideoUnit:
+def _unit(name: str, keyframes: list[list[Keyframe]]) -> VideoUnit:
     shots = [ShotRecord(shot_id(name, i), name, i, i, i + 1, i, i + 1) for i in range(len(keyframes))]
     return VideoUnit(VideoRecord(name, f"{name}.mp4", width=128, height=72), shots=shots, keyframes=keyframes)
 
 
 def test_embed_stage_means_keyframes_and_batches_across_units(tiny_clip):
-    imgs = _images(5, seed=7)
+    imgs = [Keyframe.encode(im, 90) for im in _images(5, seed=7)]
     cfg = CurateConfig()
     cfg.embed = tiny_clip[0].model_copy(update={"backend": "auto"})
     cfg.embed.batch_size = 2
@@ -133,7 +133,7 @@ def test_embed_stage_means_keyframes_and_batches_across_units(tiny_clip):
     out = run_stage_batch(stage, units)
     assert [u.embedder for u in out] == ["open_clip"] * 3
     assert [u.embeddings.shape for u in out] == [(2, 16), (1, 16), (0, 16)]
-    each = stage.embedder.embed_images(imgs)
+    each = stage.embedder.embed_images([k.rgb() for k in imgs])
     want = each[[0, 2, 3]] + np.stack([each[1], 0 * each[1], each[4] + each[0]])
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     np.testing.assert_allclose(np.concatenate([out[0].embeddings, out[1].embeddings]), want, atol=1e-5)

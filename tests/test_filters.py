@@ -9,7 +9,7 @@ import pytest
 from curation.config import CurateConfig
 from curation.filters import SceneFilter, ShotFilter
 from curation.records import Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from curation.stage import VideoUnit, run_stage
+from curation.stage import Keyframe, VideoUnit, run_stage
 from curation.video import iter_frames
 
 VID = "vfilt"
@@ -24,7 +24,9 @@ def _shot(i: int, seconds: float = 2.0, brightness=120.0, contrast=40.0, motion=
 
 def _unit(shots: list[ShotRecord], size=(320, 192)) -> VideoUnit:
     video = VideoRecord(VID, "film.mp4", width=size[0], height=size[1])
-    return VideoUnit(video, shots=shots, keyframes=[[np.zeros((64, 96, 3), np.uint8)] for _ in shots])
+    return VideoUnit(
+        video, shots=shots, keyframes=[[Keyframe.encode(np.zeros((64, 96, 3), np.uint8), 90)] for _ in shots]
+    )
 
 
 def test_video_too_small_is_rejected_whole():
@@ -108,6 +110,7 @@ def test_faces_counted_and_crowded_scene_dropped(face_crop, face_filter):
     one, five, none = _tile(face_crop, 1), _tile(face_crop, 5), _tile(face_crop, 0)
     assert face_filter.count_faces([one, five, none]) == [1, 5, 0]
     unit = _unit([_shot(i) for i in range(5)])
+    one, five, none = (Keyframe.encode(im, 90) for im in (one, five, none))
     unit.keyframes = [[one], [none, one], [one, five], [none], [one]]
     unit.scenes = [_scene(0, [0, 1]), _scene(1, [2, 3]), _scene(2, [4])]
     (out,) = run_stage(face_filter, unit)

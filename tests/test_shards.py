@@ -24,7 +24,7 @@ from curation.shards import (
     scene_sample,
     video_result,
 )
-from curation.stage import SceneUnit, StageStats, VideoUnit
+from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 
 
 def make_video(n: int, n_scenes: int = 2, shots_per_scene: int = 2, dim: int = 8) -> tuple[VideoUnit, list[SceneUnit]]:
@@ -50,7 +50,7 @@ def make_video(n: int, n_scenes: int = 2, shots_per_scene: int = 2, dim: int = 8
                 scene,
                 video,
                 shots,
-                keyframes=[rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in shots],
+                keyframes=[Keyframe.encode(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), 90) for _ in shots],
                 embeddings=rng.standard_normal((len(shots), dim)).astype(np.float32),
                 clips=[rng.bytes(3000) for _ in shots],
                 captions=caps,
@@ -69,7 +69,7 @@ def test_sample_members_and_webdataset_roundtrip(tmp_path):
     _, scenes = make_video(0)
     writer = ShardWriter(str(tmp_path), "scenes", max_bytes=1)
     for s in scenes:
-        writer.write(scene_sample(s, 90))
+        writer.write(scene_sample(s))
         writer.roll_if_full()
     assert writer.close() is None  # both rolled already
     assert [i.url for i in writer.committed] == ["shards/scenes-000000.tar", "shards/scenes-000001.tar"]
@@ -87,6 +87,7 @@ def test_sample_members_and_webdataset_roundtrip(tmp_path):
     emb = np.load(io.BytesIO(first["clip.npy"]))
     assert emb.dtype == np.float16 and emb.shape == (2, 8)
     np.testing.assert_allclose(emb, unit.embeddings, atol=1e-2)
+    assert first["001.jpg"] == unit.keyframes[1].jpeg  # written as held, not re-encoded
     assert Image.open(io.BytesIO(first["001.jpg"])).size == (64, 48)
     for info, url in zip(writer.committed, urls):
         data = Path(url).read_bytes()

@@ -22,7 +22,7 @@ from curation.shots import (
     detect_shots,
     keyframe_targets,
 )
-from curation.stage import VideoUnit, run_stage
+from curation.stage import Keyframe, VideoUnit, run_stage
 from curation.synthetic import FilmTruth, make_film
 from curation.video import analysis_size, iter_frames, probe
 
@@ -123,8 +123,9 @@ def test_keyframes_are_the_wanted_frames_of_their_shot(cut_film, mode):
         assert len(shot.keyframe_frames) == len(targets) == len(images)
         for k, t, img in zip(shot.keyframe_frames, targets, images):
             assert shot.start_frame <= k < shot.end_frame and abs(k - t) <= slack
-            assert img.shape == (size[1], size[0], 3) and img.dtype == np.uint8
-            assert np.array_equal(img, frames[k])
+            assert (img.width, img.height) == size
+            assert img.jpeg == Keyframe.encode(frames[k], config.keyframes.jpeg_quality).jpeg  # frame k exactly
+            assert np.abs(img.rgb().astype(int) - frames[k]).mean() < 4  # JPEG at quality 90 on texture
         if mode == "first_middle_last":
             assert shot.keyframe_frames[0] == shot.start_frame and shot.keyframe_frames[-1] == shot.end_frame - 1
     # per-shot statistics are real measurements of the frames
@@ -145,6 +146,16 @@ def test_reservoir_is_bounded_and_keeps_first_last_and_near_middle():
     for i in range(5):
         small.add(i, np.zeros((1, 1, 3), np.uint8))
     assert [i for i, _ in small.frames] == [0, 1, 2, 3, 4] and small.nearest(2)[0] == 2
+
+
+def test_keyframe_is_held_compactly_and_decodes_close():
+    y, x = np.mgrid[0:256, 0:456]
+    rgb = np.stack([x * 255 // 455, y, (x + y) % 256], axis=-1).astype(np.uint8)
+    kf = Keyframe.encode(rgb, 90)
+    assert (kf.width, kf.height) == (456, 256) and len(kf.jpeg) < rgb.nbytes / 8
+    out = kf.rgb()
+    assert out.shape == rgb.shape and out.dtype == np.uint8 and out.flags.writeable
+    assert np.abs(out.astype(int) - rgb).mean() < 2
 
 
 class _Scripted:

@@ -36,7 +36,7 @@ import numpy as np
 from aiohttp import web
 
 from ..records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from ..stage import SceneUnit
+from ..stage import Keyframe, SceneUnit
 
 _SCENE = re.compile(r"Scene (\S+?)[:.]?\s")
 _SHOT = re.compile(r"^Shot (\d+):$")
@@ -487,7 +487,7 @@ def make_scene_units(n_scenes: int, n_shots: int = 3, shot_s: float = 2.0, video
             end_s=shots[-1].end_s,
         )
         clips = [tiny_clip(zlib.crc32(f"{video}-{s.index}".encode())) for s in shots]
-        keyframes = [np.full((48, 64, 3), (s.index * 37) % 255, np.uint8) for s in shots]
+        keyframes = [Keyframe.encode(np.full((48, 64, 3), (s.index * 37) % 255, np.uint8), 90) for s in shots]
         emb = np.eye(n_shots, 8, dtype=np.float32)
         units.append(SceneUnit(scene=scene, video=rec, shots=shots, keyframes=keyframes, embeddings=emb, clips=clips))
     return units

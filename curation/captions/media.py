@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..stage import SceneUnit
+from ..stage import Keyframe, SceneUnit
 from .config import CaptionConfig
 
 # Gemini: tokens per sampled video frame by media resolution (low is 64-66; medium/high 258).
@@ -25,7 +25,7 @@ class ShotMedia:
     index: int
     duration_s: float
     mp4: bytes | None = None
-    keyframe: np.ndarray | None = None
+    keyframe: Keyframe | None = None
     digest: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -34,8 +34,7 @@ class ShotMedia:
             if self.mp4 is not None:
                 h.update(self.mp4)
             elif self.keyframe is not None:
-                h.update(str(self.keyframe.shape).encode())
-                h.update(np.ascontiguousarray(self.keyframe).tobytes())
+                h.update(self.keyframe.jpeg)
             self.digest = h.hexdigest()
 
     @property
@@ -73,7 +72,7 @@ def _jpeg(img: Image.Image) -> bytes:
 def sample_frames(media: ShotMedia, fps: float, max_frames: int, short_side: int) -> list[bytes]:
     """JPEG frames of a shot sampled at ``fps`` (at least one, at most ``max_frames``), evenly spaced."""
     if media.mp4 is None:
-        return [_jpeg(_resize_short(Image.fromarray(media.keyframe), short_side))]
+        return [_jpeg(_resize_short(Image.fromarray(media.keyframe.rgb()), short_side))]
     import av
 
     with av.open(io.BytesIO(media.mp4)) as container:
