@@ -292,6 +292,27 @@ def test_key_never_reaches_outputs(gemini_key, tmp_path, caplog):
     assert len(texts) > 6 and all(KEY not in t for t in texts)
 
 
+def test_gemini_requests_go_through_a_configured_proxy(gemini_key, monkeypatch):
+    """The client's own aiohttp session honours HTTP(S)_PROXY (the fake server plays the proxy)."""
+    for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    units = make_scene_units(1, 2, video="vproxy")
+    with FakeGemini() as srv:
+        cfg = _config("gemini", "http://gemini.invalid", max_retries=0)
+        cfg.verify.enabled = False
+        monkeypatch.setenv("HTTP_PROXY", srv.url)
+        cap = GroupCaptioner(cfg, None)
+        (through,) = run_stage_batch(cap, units)
+        cap.close()
+        monkeypatch.delenv("HTTP_PROXY")
+        cap = GroupCaptioner(cfg, None)
+        (direct,) = run_stage_batch(cap, units)
+        cap.close()
+    assert isinstance(through, SceneUnit) and through.scene.caption_status == "captioned"
+    assert srv.counts["generate"] == 1
+    assert isinstance(direct, Reject) and direct.reason == "connection-error"  # gemini.invalid does not resolve
+
+
 def test_dry_run_estimate_without_network(monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     cfg = CurateConfig()

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,20 +176,43 @@ class GeminiBackend(Backend):
         from google.genai import types
 
         self.cfg = cfg
+        self.genai = genai
         self.types = types
-        opts = types.HttpOptions(
-            base_url=cfg.base_url, api_version=cfg.api_version, timeout=int((cfg.timeout_s + 5) * 1000)
-        )
-        self.client = genai.Client(api_key=key, http_options=opts)
+        self._key = key
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}  # loop -> (client.aio, session)
         super().__init__()
         self._uploading: dict[tuple[Any, str], asyncio.Future] = {}  # (loop, digest) -> upload in flight
+
+    @property
+    def aio(self) -> Any:
+        """google-genai's async client for the running event loop, on an aiohttp session of its own.
+
+        google-genai's default session has ``trust_env=True``, so aiohttp reads ``~/.netrc`` and the proxy
+        variables in a worker thread on every request: a quarter of the client's CPU at high concurrency.
+        Ours trusts the environment only when a proxy is configured (the API key is a header, not netrc).
+        """
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            import aiohttp
+
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), trust_env=bool(urllib.request.getproxies())
+            )
+            opts = self.types.HttpOptions(
+                base_url=self.cfg.base_url,
+                api_version=self.cfg.api_version,
+                timeout=int((self.cfg.timeout_s + 5) * 1000),
+                aiohttp_client=session,
+            )
+            self._clients[loop] = (self.genai.Client(api_key=self._key, http_options=opts).aio, session)
+        return self._clients[loop][0]
 
     def params(self) -> dict[str, Any]:
         return {"backend": self.name, "fps": self.cfg.fps, "media_resolution": self.cfg.media_resolution}
 
     async def _upload(self, media: ShotMedia) -> str:
         t = self.types
-        f = await self.client.aio.files.upload(
+        f = await self.aio.files.upload(
             file=io.BytesIO(media.mp4),
             config=t.UploadFileConfig(mime_type="video/mp4", display_name=f"shot-{media.digest[:16]}"),
         )
@@ -198,7 +222,7 @@ class GeminiBackend(Backend):
             if time.monotonic() > deadline:
                 raise CaptionFailed(f"uploaded clip still PROCESSING after {self.cfg.file_timeout_s}s", "file-timeout")
             await asyncio.sleep(self.cfg.file_poll_s)
-            f = await self.client.aio.files.get(name=f.name)
+            f = await self.aio.files.get(name=f.name)
         if f.state is not None and f.state.name != "ACTIVE":
             raise CaptionFailed(f"uploaded clip ended in state {f.state.name}", "file-processing-failed")
         return f.uri
@@ -283,7 +307,7 @@ class GeminiBackend(Backend):
         try:
             contents = await self._contents(req)
             async with asyncio.timeout(self.cfg.timeout_s):
-                r = await self.client.aio.models.generate_content(
+                r = await self.aio.models.generate_content(
                     model=req.model, contents=contents, config=self._config(req)
                 )
         except (CaptionFailed, TransientError):
@@ -300,7 +324,7 @@ class GeminiBackend(Backend):
                 t.InlinedRequest(contents=await self._contents(r), config=self._config(r), metadata={"key": r.key})
                 for r in reqs
             ]
-            job = await self.client.aio.batches.create(
+            job = await self.aio.batches.create(
                 model=reqs[0].model, src=src, config=t.CreateBatchJobConfig(display_name="filmweaver-captions")
             )
             log.info("batch job %s submitted with %d requests", job.name, len(reqs))
@@ -310,7 +334,7 @@ class GeminiBackend(Backend):
                 if time.monotonic() > deadline:
                     raise TransientError("timeout", f"batch job not finished after {self.cfg.batch_timeout_s}s")
                 await asyncio.sleep(poll_s)
-                job = await self.client.aio.batches.get(name=job.name)
+                job = await self.aio.batches.get(name=job.name)
         except (CaptionFailed, TransientError):
             raise
         except Exception as exc:  # noqa: BLE001
@@ -332,7 +356,10 @@ class GeminiBackend(Backend):
         return results
 
     async def aclose(self) -> None:
-        await self.client.aio.aclose()
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].aclose()
+            await entry[1].close()
 
 
 # --------------------------------------------------------------------------------------------- OpenAI
