@@ -307,9 +307,7 @@ class GeminiBackend(Backend):
         try:
             contents = await self._contents(req)
             async with asyncio.timeout(self.cfg.timeout_s):
-                r = await self.aio.models.generate_content(
-                    model=req.model, contents=contents, config=self._config(req)
-                )
+                r = await self.aio.models.generate_content(model=req.model, contents=contents, config=self._config(req))
         except (CaptionFailed, TransientError):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a typed error, or re-raised as a bug
