@@ -293,7 +293,7 @@ def _run_graph(
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = len(todo)  # a crashed worker costs its videos, not the run (they are retried)
     config_json = config.model_dump_json()
-    stage_dir = output.local_dir  # the LLM cache lives in a local output; object-store outputs keep none
+    stage_dir = output.local_dir or output.uri  # where the LLM stages keep their response cache
     ds = ray.data.from_items([{COLUMN: _start(uri, vid)} for uri, vid in todo], override_num_blocks=len(todo))
     cpus = max(1, int(resources.get("CPU", 1)))
     for group in plan_groups(config, bool(resources.get("GPU")), actors):

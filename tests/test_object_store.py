@@ -134,3 +134,37 @@ def test_curate_bucket_to_bucket(s3, small_settings, tmp_path):
     run = json.loads(storage.read_text(f"{out}/run.json"))
     assert run["engine"] == "ray" and run["counts"]["samples"] == summary.scenes_written
     assert not [u for u in storage.list_files(out) if ".tmp" in u]
+
+
+def test_llm_response_cache_in_a_bucket(s3, monkeypatch):
+    """Captioning into an object-store output keeps its response cache there: a second run asks nothing."""
+    from curation.captions.cache import ResponseCache
+    from curation.captions.fake_servers import FakeGemini, make_scene_units
+    from curation.captions.stages import CaptionVerifier, GroupCaptioner
+    from curation.config import CurateConfig
+    from curation.stage import SceneUnit, run_stage_batch
+
+    cache = ResponseCache(f"s3://{BUCKET}/c0")
+    assert cache.get("ab" * 32) is None
+    cache.put("ab" * 32, {"response": "x"})
+    assert cache.get("ab" * 32) == {"response": "x"}
+    assert storage.list_files(f"s3://{BUCKET}/c0") == [f"s3://{BUCKET}/c0/ab/{'ab' * 32}.json"]
+
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFAKE-object-store-test")
+    units = make_scene_units(2, 2, video="vbucket")
+    out = f"s3://{BUCKET}/datasets/captioned"
+    with FakeGemini() as srv:
+        cfg = CurateConfig()
+        cfg.caption.backend, cfg.caption.base_url = "gemini", srv.url
+        for run in range(2):
+            stages = [GroupCaptioner(cfg, out), CaptionVerifier(cfg, out)]
+            results = units
+            for stage in stages:
+                results = run_stage_batch(stage, results)
+                stage.close()
+            assert all(isinstance(u, SceneUnit) and u.scene.caption_status == "captioned" for u in results)
+            if run == 0:
+                first = dict(srv.counts)
+                assert first["generate"] == 4  # a caption and a verification request per scene
+    assert dict(srv.counts) == first  # the second run was answered from the bucket
+    assert len(storage.list_files(f"{out}/llm_cache")) == 4
