@@ -171,3 +171,32 @@ def test_clip_exporter_no_kept_scene(sources, records):
     stage = ClipExporter(_config())
     assert run_stage(stage, unit) == []
     assert stage.stats.counts["clips"] == 0
+
+
+@pytest.mark.parametrize(
+    "name, args, size",
+    [
+        ("hevc10.mp4", ["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error"], (96, 64)),
+        ("av1.mp4", ["-c:v", "libsvtav1", "-svtav1-params", "enable-stat-report=0"], (96, 64)),
+        ("prores.mov", ["-c:v", "prores_ks"], (96, 64)),
+        ("interlaced.mpg", ["-c:v", "mpeg2video", "-flags", "+ilme+ildct"], (96, 64)),
+        ("odd444.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv444p"], (97, 63)),
+        ("alpha.webm", ["-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p"], (96, 64)),
+    ],
+)
+def test_other_source_codecs_export_to_h264_yuv420p(tmp_path, name, args, size):
+    """Codecs, bit depths, chroma layouts and odd sizes of real archives all become H.264 yuv420p clips."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = tmp_path / name
+    lavfi = f"testsrc=size={size[0]}x{size[1]}:rate=24:duration=1"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", lavfi, *args, str(src)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    record = probe(str(src))
+    assert (record.width, record.height) == size and float(record.fps) == 24
+    assert sum(1 for _ in iter_frames(str(src))) == 24
+    frames, info = _decode(export_clip(str(src), record, 4, 16, 64, crf=18, preset="ultrafast"), tmp_path)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p" and len(frames) == 12
+    assert all(d % 2 == 0 for d in info["size"]) and min(info["size"]) == min(64, *size) // 2 * 2
