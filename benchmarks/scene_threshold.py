@@ -45,13 +45,6 @@ def film_embeddings(path: str, truth, embedder: FallbackEmbedder, mode: str) -> 
     return _l2(np.stack([embedder.embed_images(frames[k]).sum(0) for k in range(len(truth.shots))]))
 
 
-def boundary_f1(pred: list[int], true: list[int]) -> tuple[float, float, float]:
-    tp = len(set(pred) & set(true))
-    p = tp / len(pred) if pred else 1.0
-    r = tp / len(true) if true else 1.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
-
-
 def window_margins(emb: np.ndarray, scenes: list[int], window: int) -> tuple[list[float], list[float]]:
     """Best window similarity of each non-first shot: for same-scene shots (true window) and scene openers."""
     joins, opens = [], []
