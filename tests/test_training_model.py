@@ -123,3 +123,31 @@ def test_bad_kernel_is_rejected():
     with pytest.raises(ValueError, match="multiple"):
         CacheGuidedWan.from_preset("tiny", temporal_schedule=((1, 1, 3, 3),))
     assert np.isclose(CacheGuidedWan.from_preset("tiny").schedule_capacity, 7)
+
+
+def test_wan_1_3b_shape_trains_at_480p_on_the_meta_device():
+    """The real Wan2.1-1.3B shape runs a checkpointed training step at 480p with full caches: shapes only, no
+    memory (the meta device), so the GPU configuration is exercised on any machine."""
+    from training.trainer import flow_matching_loss
+
+    with torch.device("meta"):
+        model = CacheGuidedWan.from_preset("wan2.1-1.3b").train()
+    model.enable_gradient_checkpointing()
+    assert 1.3e9 < sum(p.numel() for p in model.parameters()) < 1.5e9
+    meta = torch.device("meta")
+    h, w = 60, 104  # 480x832 through the Wan VAE (8x)
+    batch = {
+        "target": torch.empty(1, 16, 21, h, w, device=meta),
+        "temporal": torch.empty(1, 16, 16, h, w, device=meta),
+        "shot_cache": torch.empty(1, 3, 16, 1, h, w, device=meta),
+        "text": torch.empty(1, 512, 4096, device=meta),
+        "timestep": torch.empty(1, device=meta),
+        "temporal_timestep": torch.empty(1, device=meta),
+        "shot_timesteps": torch.empty(1, 3, device=meta),
+    }
+    packed = model.pack(batch["target"], 1.0, batch["temporal"], 1.0, batch["shot_cache"], 1.0)
+    per_frame = (h // 2) * (w // 2)
+    assert packed.counts["shot"] == 3 * per_frame and packed.counts["target"] == 21 * per_frame
+    assert 16 * per_frame / packed.counts["temporal"] > 5  # the differential compression at work
+    flow_matching_loss(model, batch, torch.Generator()).backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
