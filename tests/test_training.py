@@ -141,3 +141,13 @@ def test_ray_train_two_workers(latents, tmp_path, ray_session):
     assert state["world_size"] == 2 and len(state["streams"]) == 2
     assert state["streams"][0]["samples"] == state["streams"][1]["samples"] == 6
     CacheGuidedWan.from_pretrained(str(tmp_path / "model"))
+
+
+def test_fsdp_without_gpus_is_refused_before_ray_starts(latents, tmp_path):
+    from curation.errors import ConfigError
+
+    cfg = _config(tmp_path, latents)
+    cfg.distributed.num_workers, cfg.distributed.strategy, cfg.distributed.use_gpu = 2, "fsdp", False
+    with pytest.raises(ConfigError, match="FSDP is GPU-only"):
+        run_training(cfg)
+    assert not ray.is_initialized()

@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from curation.errors import ConfigError
+
 from .config import TrainConfig
 from .data import LatentDataset, SampleStream, StreamState, TrainingSample
 from .flow import add_noise, velocity_target
@@ -386,6 +388,11 @@ def run_training(cfg: TrainConfig) -> list[dict[str, Any]] | None:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = cfg.distributed.use_gpu if cfg.distributed.use_gpu is not None else torch.cuda.is_available()
+    if cfg.distributed.strategy == "fsdp" and not use_gpu:
+        raise ConfigError(
+            "distributed.strategy=fsdp needs GPU workers (Ray Train's FSDP is GPU-only): set "
+            "distributed.use_gpu=true on a GPU cluster, or distributed.strategy=ddp on CPUs"
+        )
     if not ray.is_initialized():
         ray.init()
     trainer = TorchTrainer(
