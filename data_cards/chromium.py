@@ -21,15 +21,15 @@ class Chromium:
         cmd_r, self._cmd_w = os.pipe()
         self._res_r, res_w = os.pipe()
 
-        def wire() -> None:
-            os.dup2(cmd_r, 3)
+        def wire() -> None:  # in the child: our pipe ends become its fds 3 and 4 (inheritable, so they survive
+            os.dup2(cmd_r, 3)  # exec; every other fd of ours is non-inheritable and closes, PEP 446)
             os.dup2(res_w, 4)
 
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--remote-debugging-pipe", f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=wire, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=False, preexec_fn=wire, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         os.close(cmd_r)
         os.close(res_w)
