@@ -21,9 +21,13 @@ class Chromium:
         cmd_r, self._cmd_w = os.pipe()
         self._res_r, res_w = os.pipe()
 
-        def wire() -> None:  # in the child: our pipe ends become its fds 3 and 4 (inheritable, so they survive
-            os.dup2(cmd_r, 3)  # exec; every other fd of ours is non-inheritable and closes, PEP 446)
+        def wire() -> None:
+            """In the child: our pipe ends become its fds 3 and 4, inheritable so that they survive exec (every
+            other fd of ours is non-inheritable, PEP 446, and closes). dup2 onto itself keeps the flag: set it."""
+            os.dup2(cmd_r, 3)
             os.dup2(res_w, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
