@@ -383,16 +383,16 @@ def run_training(cfg: TrainConfig) -> list[dict[str, Any]] | None:
     gloo on CPU). Returns the per-step records of the single-process run."""
     if cfg.distributed.num_workers == 1:
         return train_loop(cfg)
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     use_gpu = cfg.distributed.use_gpu if cfg.distributed.use_gpu is not None else torch.cuda.is_available()
     if cfg.distributed.strategy == "fsdp" and not use_gpu:
         raise ConfigError(
             "distributed.strategy=fsdp needs GPU workers (Ray Train's FSDP is GPU-only): set "
             "distributed.use_gpu=true on a GPU cluster, or distributed.strategy=ddp on CPUs"
         )
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     if not ray.is_initialized():
         ray.init()
     trainer = TorchTrainer(
