@@ -1,7 +1,7 @@
 """ML Croissant 1.0 JSON-LD of a curated dataset: its files with checksums and record sets per manifest.
 
-``contentUrl`` values are ``base_url`` + the path inside the dataset folder; the default ``../`` resolves
-from ``card/croissant.json`` to the dataset root, and a hub release passes the repository's resolve URL.
+``contentUrl`` values are ``base_url`` + the path inside the release folder; the default (empty) resolves
+from ``croissant.json`` at the release root, and a hub release may pass the repository's resolve URL.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def build_croissant(
     license: str,
     url: str,
     citation: str,
-    base_url: str = "../",
+    base_url: str = "",
     version: str = "1.0.0",
 ) -> dict[str, Any]:
     """The Croissant metadata as a JSON-ready dict (validate with ``mlcroissant.Dataset(jsonld=path)``)."""

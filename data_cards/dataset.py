@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,8 +97,12 @@ class CuratedDataset:
     def manifest_files(self) -> list[Path]:
         return [p for name in MANIFEST_SCHEMAS if (p := self.root / "manifests" / f"{name}.parquet").is_file()]
 
-    def iter_samples(self, extensions: tuple[str, ...] = ("json", "jpg")) -> Iterator[tuple[str, dict[str, bytes]]]:
-        """``(key, {member_ext: bytes})`` per scene sample, reading only members whose last extension is listed."""
+    def iter_samples(
+        self, extensions: tuple[str, ...] = ("json", "jpg"), read_all: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[str, dict[str, bytes]]]:
+        """``(key, {member_ext: bytes})`` per scene sample, in shard order, reading only members whose last
+        extension is listed, and every member of the samples whose position (from 0) satisfies ``read_all``."""
+        position = -1
         for shard in self.shards:
             with tarfile.open(self.root / shard.url, mode="r:*") as tar:
                 key, members = None, {}
@@ -109,8 +113,8 @@ class CuratedDataset:
                     if k != key:
                         if key is not None:
                             yield key, members
-                        key, members = k, {}
-                    if ext.rsplit(".", 1)[-1] in extensions:
+                        key, members, position = k, {}, position + 1
+                    if ext.rsplit(".", 1)[-1] in extensions or (read_all is not None and read_all(position)):
                         members[ext] = tar.extractfile(info).read()
                 if key is not None:
                     yield key, members

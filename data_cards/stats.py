@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .dataset import CuratedDataset
@@ -43,6 +47,16 @@ class DatasetStats:
     config_hash: str
     distributions: dict[str, list[float]]
     resolutions: dict[str, int]  # "WxH" -> videos
+    # reject rows by (stage, level, reason); level is videos, shots or scenes (what the row's item is)
+    reject_rows: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def rejects_where(self, stage: str | None = None, level: str | None = None, reason: str | None = None) -> int:
+        """Reject rows matching every given part of ``(stage, level, reason)``."""
+        return sum(
+            n
+            for (st, lv, r), n in self.reject_rows.items()
+            if stage in (None, st) and level in (None, lv) and reason in (None, r)
+        )
 
 
 def config_hash(config: Any) -> str:
@@ -50,6 +64,19 @@ def config_hash(config: Any) -> str:
     if not config:
         return "unknown"
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def _levels(ds: CuratedDataset) -> dict[str, str]:
+    """Item id -> "shots" or "scenes" for every shot and scene of the manifests (anything else is a video)."""
+    levels = {s["shot_id"]: "shots" for s in ds.rows("shots")}
+    levels.update({s["scene_id"]: "scenes" for s in ds.rows("scenes")})
+    return levels
+
+
+def _reject_rows(ds: CuratedDataset) -> dict[tuple[str, str, str], int]:
+    """Reject rows counted by (stage, level, reason)."""
+    levels = _levels(ds)
+    return dict(Counter((r["stage"], levels.get(r["item_id"], "videos"), r["reason"]) for r in ds.rows("rejects")))
 
 
 def _funnel(ds: CuratedDataset, videos_ok: int, scenes_released: int) -> list[FunnelLevel]:
@@ -126,7 +153,32 @@ def compute_stats(ds: CuratedDataset) -> DatasetStats:
         config_hash=config_hash(ds.run.get("config")),
         distributions=distributions,
         resolutions=dict(resolutions.most_common()),
+        reject_rows=_reject_rows(ds),
     )
+
+
+_TIME_KEYS = ("finished_at", "started_at", "date", "time")
+
+
+def run_date(run: dict[str, Any], run_json: Path | None = None) -> datetime.date:
+    """The day a run finished: an ISO time in ``run.json`` (``finished_at``, ``started_at``, ``date``, also
+    in its last ``history``/``runs`` entry), else the ``YYYYMMDD`` that starts a Ray ``run_id``, else the
+    modification time of ``run_json`` (written when the run finished), else today (UTC)."""
+    entries = [run] + [e for k in ("history", "runs") for e in reversed(run.get(k) or []) if isinstance(e, dict)]
+    for entry in entries:
+        for key in _TIME_KEYS:
+            value = entry.get(key)
+            if isinstance(value, str):
+                try:
+                    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+                except ValueError:
+                    pass
+        m = re.match(r"^(\d{4})(\d{2})(\d{2})", str(entry.get("run_id", "")))
+        if m:
+            return datetime.date(*map(int, m.groups()))
+    if run_json is not None and run_json.is_file():
+        return datetime.datetime.fromtimestamp(os.path.getmtime(run_json), datetime.UTC).date()
+    return datetime.datetime.now(datetime.UTC).date()
 
 
 def size_category(n: int) -> str:
