@@ -1,8 +1,10 @@
 """Dataset release on a small curated output written by the real shard writer (curation.shards): card
-header and numbers, funnel, plots, Croissant validation, loading with ``datasets``, CLI and hub push."""
+header and numbers, funnel, plots, Croissant validation, the card's loading snippets run as written, the
+card's text with and without captioning, no local path in a release, CLI and hub push."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shutil
@@ -19,7 +21,8 @@ from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, Vid
 from curation.shards import DatasetWriter, VideoResult, finalize, video_result
 from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 from data_cards.card import CardOptions
-from data_cards.release import UPLOAD_PATTERNS, build_release, push_to_hub
+from data_cards.dataset import sha256_file
+from data_cards.release import build_release, push_to_hub
 
 CONFIG = {"scenes": {"window": 3, "threshold": 0.8}, "filters": {"min_shot_s": 1.0}, "caption": {"backend": "gemini"}}
 CHARACTERS = [
@@ -81,8 +84,9 @@ def _video(vid, uri, n_shots, shot_s, w, h, fps):
     return v, shots
 
 
-def build(out, clip, max_bytes=1):
-    """Two good videos, one too small, one unreadable input; scenes kept, rejected, captioned and not.
+def build(out, clip, max_bytes=1, films="/films", captioned=True):
+    """Two good videos, one too small, one unreadable input, all in the folder ``films``; scenes kept,
+    rejected, captioned and not (none with ``captioned=False``, as a run without a captioner).
     ``max_bytes=1`` closes a shard after every video, so there are two shards."""
     rng = np.random.default_rng(0)
     writer = DatasetWriter(str(out), max_bytes=max_bytes)
@@ -101,7 +105,7 @@ def build(out, clip, max_bytes=1):
     sizes = {"va0000000000000000001": (640, 360, 24, 5), "vb0000000000000000002": (1920, 1080, 25, 3)}
     for n, (vid, (scene_shots, shot_rej, scene_rej)) in enumerate(plan.items()):
         w, h, fps, shot_s = sizes[vid]
-        video, shots = _video(vid, f"/films/{vid}.mp4", sum(map(len, scene_shots)), shot_s, w, h, fps)
+        video, shots = _video(vid, f"{films}/{vid}.mp4", sum(map(len, scene_shots)), shot_s, w, h, fps)
         vunit = VideoUnit(video, shots)
         for i, (stage, reason) in shot_rej.items():
             vunit.rejects.append(Reject(shots[i].shot_id, video.uri, stage, reason))
@@ -130,9 +134,8 @@ def build(out, clip, max_bytes=1):
                 rejects.append(Reject(sid, video.uri, stage, reason))
                 continue
             kept = [s for s in members if s.index not in shot_rej]
-            captioned = not (n == 1 and c == 0)  # one released scene without captions
             caps, ann = [], {}
-            if captioned:
+            if captioned and not (n == 1 and c == 0):  # one released scene without captions
                 scene.caption_status, scene.n_characters = "ok", 2
                 ann = {"characters": CHARACTERS, "setting": SETTING}
                 for j, s in enumerate(kept):
@@ -152,7 +155,7 @@ def build(out, clip, max_bytes=1):
                         )
                     )
             else:
-                scene.caption_status = "skipped"
+                scene.caption_status = "skipped" if captioned else "skipped: no captioner configured"
             units.append(
                 SceneUnit(
                     scene,
@@ -169,17 +172,19 @@ def build(out, clip, max_bytes=1):
                 )
             )
         writer.add(video_result(vunit, units, rejects, rejected=False))
-    small = VideoRecord("vc0000000000000000003", "/films/tiny.mp4", duration_s=30.0, fps_num=30, width=96, height=64)
+    small = VideoRecord("vc0000000000000000003", f"{films}/tiny.mp4", duration_s=30.0, fps_num=30, width=96, height=64)
     writer.add(video_result(VideoUnit(small), [], [Reject(small.video_id, small.uri, "probe", "too-small")], True))
-    writer.add(VideoResult(None, rejects=[Reject("/films/broken.mp4", "/films/broken.mp4", "probe", "unreadable")]))
+    broken = f"{films}/broken.mp4"
+    writer.add(VideoResult(None, rejects=[Reject(broken, broken, "probe", "unreadable", f"cannot open {broken}")]))
     usage = {"llm_input_tokens": 1200, "llm_output_tokens": 300, "llm_cost_usd": 0.00111}
     stats = {
         "probe": StageStats(4, 2, rejects={"too-small": 1, "unreadable": 1}, seconds=0.5),
-        "caption": StageStats(3, 3, seconds=2.0, counts=usage),
+        "caption": StageStats(3, 3, seconds=2.0, counts=usage if captioned else {"scenes_skipped": 3}),
     }
     writer.add_stats(stats, {"embedder": "open_clip ViT-B-32 laion2b_s34b_b79k", "shot_detector": "scenedetect"})
     writer.close()
-    return finalize(str(out), {"config": CONFIG, "engine": "local"})
+    config = CONFIG if captioned else {**CONFIG, "caption": {"backend": "none"}}
+    return finalize(str(out), {"config": config, "engine": "local"})
 
 
 @pytest.fixture(scope="module")
@@ -219,11 +224,12 @@ def test_header_has_required_fields(release, curated):
     assert header["size_categories"] == ["n<1K"]
     assert header["pretty_name"] and "multi-shot" in header["tags"]
     configs = {c["config_name"]: c for c in header["configs"]}
+    assert list(configs) == ["scenes"]  # one builder per repository: manifests load with the parquet builder
     assert configs["scenes"]["default"] and configs["scenes"]["data_files"][0]["path"] == "shards/*.tar"
-    for name in ("videos", "shots", "scenes", "captions", "rejects"):
-        assert (curated / configs[f"{name}_manifest"]["data_files"]).is_file()
-    features = [f["name"] for f in header["dataset_info"][0]["features"]]
-    assert features[:3] == ["json", "000.mp4", "000.jpg"] and "002.jpg" in features and "003.jpg" not in features
+    features = header["dataset_info"][0]["features"]
+    assert [f["name"] for f in features][:3] == ["json", "000.mp4", "000.jpg"]
+    assert features[1] == {"name": "000.mp4", "video": {"decode": False}}
+    assert "002.jpg" in [f["name"] for f in features] and "003.jpg" not in [f["name"] for f in features]
 
 
 def test_card_numbers_equal_manifests(release, curated):
@@ -248,7 +254,7 @@ def test_card_numbers_equal_manifests(release, curated):
     assert table["Hours released"] == f"{sum(s['end_s'] - s['start_s'] for s in released_shots) / 3600:.3f}"
     assert table["Kept ratio (shots released / detected)"] == f"{100 * 8 / 15:.1f}%"
     assert table["Captions"] == str(len(captions)) == "5"
-    index = json.loads((curated / "index.json").read_text())["shards"]
+    index = json.loads((release.root / "index.json").read_text())["shards"]
     assert table["Shards"] == str(len(index)) == "2"
     assert table["Shard bytes"] == str(sum(s["bytes"] for s in index))
     run = json.loads((curated / "run.json").read_text())
@@ -296,55 +302,127 @@ def test_croissant_validates_and_reads_records(release, curated):
     assert scene_ids == sorted(s["scene_id"] for s in manifest(curated, "scenes"))
     jsonld = json.loads(release.croissant.read_text())
     files = {d["@id"]: d for d in jsonld["distribution"] if d["@type"] == "cr:FileObject"}
-    for shard in json.loads((curated / "index.json").read_text())["shards"]:
-        assert files[shard["url"]]["sha256"] == shard["sha256"]
+    for shard in json.loads((release.root / "index.json").read_text())["shards"]:
+        assert files[shard["url"]]["sha256"] == shard["sha256"] == sha256_file(release.root / shard["url"])
     assert {r["@id"] for r in jsonld["recordSet"]} >= {"scenes", "shots"}
 
 
-def test_shards_load_with_datasets(release, curated, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    import datasets
+def run_card_snippets(readme: Path, monkeypatch) -> list[dict]:
+    """Every Python block of the card, executed as written in the release folder; their variables."""
+    monkeypatch.chdir(readme.parent)
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+    namespaces = []
+    for block in blocks:
+        namespaces.append({})
+        exec(block, namespaces[-1])
+    return namespaces
 
-    header = card_header(release.readme.read_text())
-    features = datasets.Features._from_yaml_list(header["dataset_info"][0]["features"])
-    shards = sorted(str(p) for p in (curated / "shards").glob("*.tar"))
-    ds = datasets.load_dataset(
-        "webdataset", data_files={"train": shards}, split="train", features=features, cache_dir=str(tmp_path)
-    )
-    # Video decoding needs torchcodec; the bytes are what matters here.
-    ds = ds.cast(
-        datasets.Features(
-            {k: datasets.Video(decode=False) if k.endswith(".mp4") else v for k, v in ds.features.items()}
-        )
-    )
-    assert ds.num_rows == 3
-    rows = {r["__key__"]: r for r in ds}
+
+def test_card_snippets_load_the_release(release, curated, tmp_path, monkeypatch):
+    """The card's datasets and webdataset snippets, as written, without torchcodec or a system FFmpeg."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    hub, wds_ns, builder = run_card_snippets(release.readme, monkeypatch)
+    scenes, shots = hub["scenes"], hub["shots"]
+    assert scenes.num_rows == 3 and shots.num_rows == len(manifest(curated, "shots"))
+    rows = {r["__key__"]: r for r in scenes}
     first = rows["va0000000000000000001-c0000"]
     assert first["json"]["characters"][0]["id"] == "C1" and len(first["json"]["shots"]) == 3
     assert first["002.jpg"].size == (64, 36) and len(first["clip.npy"]) == 3
+    assert first["000.mp4"]["bytes"][4:8] == b"ftyp"  # MP4 bytes, not decoded
     assert rows["va0000000000000000001-c0001"]["002.jpg"] is None  # a two-shot scene
+    assert sorted(s["__key__"] for s in wds_ns["scenes"]) == sorted(rows)
+    assert sorted(r["__key__"] for r in builder["scenes"]) == sorted(rows)
+
+
+def test_card_without_captioning_says_so(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    build(out, tiny_mp4(tmp_path), captioned=False)
+    text = build_release(out).readme.read_text()
+    assert "The scenes are **uncaptioned**" in text
+    for absent in ("## Annotation process", "### Verification", "LLM usage", "| Captions |", "caption_length.png"):
+        assert absent not in text, absent
+    curation = text.split("## Curation process")[1].split("### Funnel")[0]
+    assert "### 8. `caption`" not in curation or "Not run" in curation
+    stages = dict(re.findall(r"^\| (caption|probe) \| ([^|]+) \|", curation, re.M))
+    assert stages == {"probe": "4 videos", "caption": "3 scenes"}
+    assert "Not run: this run had no captioning model" in curation
+
+
+def test_card_with_captioning_tells_what_ran(release):
+    text = release.readme.read_text()
+    annotation = text.split("## Annotation process")[1].split("## Limitations")[0]
+    assert "`gemini-2.5-flash` with prompt version `v1`" in annotation
+    assert "| accurate | 3 |" in annotation and "| fixed | 2 |" in annotation
+    assert "here: 1 shot rejected at the `verify` stage" in annotation
+    filters = text.split("### Filters")[1].split("### Funnel")[0]
+    assert "| shots | too-short | shorter than 1.0 s | `filters.min_shot_s` | 1 shot |" in filters
+    assert "| scenes | too-few-shots | (setting not recorded) | `filters.min_scene_shots` | 2 scenes |" in filters
+    assert "| videos | too-small | (setting not recorded) | `filters.min_short_side` | 1 video |" in filters
+    assert "| probe | 4 videos | 2 videos | 2 videos | 0.5 |" in text  # units of in, out and rejected
+    year = datetime.datetime.now(datetime.UTC).year  # run.json was written today: the run's year
+    assert f"year   = {{{year}}}" in text and "2025" not in text.split("## Citation")[1]
+
+
+def _strings(path: Path) -> str:
+    """Everything a release file says: tar members' bytes, Parquet values, or the raw bytes."""
+    if path.suffix == ".tar":
+        import tarfile
+
+        with tarfile.open(path) as tar:
+            return "".join(tar.extractfile(m).read().decode("latin-1") for m in tar if m.isfile())
+    if path.suffix == ".parquet":
+        return json.dumps(pq.read_table(path).to_pylist(), default=str)
+    return path.read_bytes().decode("latin-1")
+
+
+def test_release_holds_no_local_path(tmp_path):
+    """Sources under a home-like folder of this machine: no absolute path, user folder or output folder in
+    any file of the release (shards, manifests, card, browser); OUT keeps them for takedowns."""
+    films = tmp_path / "home" / "alice" / "films"
+    out = tmp_path / "out"
+    out.mkdir()
+    build(out, tiny_mp4(tmp_path), films=str(films))
+    release = build_release(out)
+    markers = [str(tmp_path), "/home/alice", str(Path.home()) + "/", str(out)]
+    files = [p for p in release.root.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} >= {".tar", ".parquet", ".md", ".json", ".html", ".js"}
+    for path in files:
+        text = _strings(path)
+        assert not [m for m in markers if m in text], path
+    videos = {v["video_id"]: v["uri"] for v in pq.read_table(release.root / "manifests" / "videos.parquet").to_pylist()}
+    assert videos["va0000000000000000001"] == "va0000000000000000001.mp4"
+    rejects = manifest(release.root, "rejects")
+    assert {"broken.mp4"} <= {r["item_id"] for r in rejects} and "cannot open broken.mp4" in {
+        r["detail"] for r in rejects
+    }
+    assert manifest(out, "videos")[0]["uri"].startswith(str(films))  # the private copy keeps the full path
+    roots = build_release(out, source_roots=[str(tmp_path / "home")], release_dir=tmp_path / "r2")
+    uris = {v["uri"] for v in manifest(roots.root, "videos")}
+    assert "alice/films/va0000000000000000001.mp4" in uris
 
 
 def test_cli_release_and_older_dataset(curated, tmp_path, capsys):
     from pipelines.cli import main
 
     old = tmp_path / "old"
-    shutil.copytree(curated, old, ignore=shutil.ignore_patterns("card"))
+    shutil.copytree(curated, old, ignore=shutil.ignore_patterns("release"))
     (old / "manifests" / "captions.parquet").unlink()
     (old / "index.json").unlink()
     (old / "run.json").write_text(json.dumps({"config": {"scenes": {"window": 3}}}))
     assert main(["release", str(old), "--license", "cc-by-nc-4.0", "--pretty-name", "Old set"]) == 0
     assert "browse.html" in capsys.readouterr().out
-    text = (old / "card" / "README.md").read_text()
+    text = (old / "release" / "README.md").read_text()
     assert card_header(text)["license"] == "cc-by-nc-4.0"
-    assert count_table(text)["Captions"] == "0" and count_table(text)["Shards"] == "2"
-    assert "| none recorded | |" in text  # no LLM usage in an old run.json
+    assert "| Captions |" not in text and count_table(text)["Shards"] == "2"
+    assert "LLM usage" not in text  # no LLM usage in an old run.json: the table is left out
     import mlcroissant as mlc
 
-    mlc.Dataset(jsonld=str(old / "card" / "croissant.json"))
+    mlc.Dataset(jsonld=str(old / "release" / "croissant.json"))
 
 
-def test_push_to_hub_uploads_card_and_data(release, curated, monkeypatch):
+def test_push_to_hub_uploads_the_release_folder(release, monkeypatch):
     import huggingface_hub
 
     calls = []
@@ -356,23 +434,17 @@ def test_push_to_hub_uploads_card_and_data(release, curated, monkeypatch):
         def create_repo(self, repo_id, **kw):
             calls.append(("create_repo", repo_id, kw))
 
-        def upload_file(self, **kw):
-            calls.append(("upload_file", kw))
-
         def upload_folder(self, **kw):
             calls.append(("upload_folder", kw))
             return "commit"
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    assert push_to_hub(curated, release, "me/scenes", private=True) == "commit"
-    kinds = [c[0] for c in calls]
-    assert kinds == ["init", "create_repo", "upload_file", "upload_folder"]
+    assert push_to_hub(release, "me/scenes", private=True) == "commit"
+    assert [c[0] for c in calls] == ["init", "create_repo", "upload_folder"]
     assert calls[1][2] == {"repo_type": "dataset", "private": True, "exist_ok": True}
-    readme = calls[2][1]
-    assert readme["path_in_repo"] == "README.md" and b"](card/plots/shot_duration.png)" in readme["path_or_fileobj"]
-    folder = calls[3][1]
-    assert folder["folder_path"] == str(curated) and folder["allow_patterns"] == UPLOAD_PATTERNS
-    assert folder["repo_type"] == "dataset" and not any("llm_cache" in p for p in UPLOAD_PATTERNS)
+    folder = calls[2][1]
+    assert folder["folder_path"] == str(release.root) and folder["repo_type"] == "dataset"
+    assert (release.root / "README.md").is_file() and not (release.root / "llm_cache").exists()
 
 
 def test_not_a_dataset_is_a_clear_error(tmp_path):
