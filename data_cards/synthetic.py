@@ -22,8 +22,9 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def write_scenes_folder(out: str | Path, n_scenes: int) -> Path:
-    """``out`` with one shard of ``n_scenes`` two-shot scenes and the videos/shots/scenes manifests."""
+def write_scenes_folder(out: str | Path, n_scenes: int, clip: bytes = b"not a clip") -> Path:
+    """``out`` with one shard of ``n_scenes`` two-shot scenes and the videos/shots/scenes manifests; every
+    shot's ``mp4`` member is ``clip`` (a real MP4 where a test plays it)."""
     out = Path(out)
     (out / "shards").mkdir(parents=True)
     (out / "manifests").mkdir()
@@ -61,7 +62,7 @@ def write_scenes_folder(out: str | Path, n_scenes: int) -> Path:
             sample = {"__key__": sid, "json": json.dumps(record).encode(), "clip.npy": np.zeros((2, 4), np.float16)}
             for j in range(2):
                 sample[f"{j:03d}.jpg"] = _jpeg((4 * c % 256, 100 + 50 * j, 200))
-                sample[f"{j:03d}.mp4"] = b"not decoded by the browser"
+                sample[f"{j:03d}.mp4"] = clip
             sink.write(sample)
             scenes.append(
                 SceneRecord(
