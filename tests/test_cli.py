@@ -88,6 +88,6 @@ def test_demo_curates_and_builds_the_card(tmp_path, capsys):
     samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False, empty_check=False))
     index = json.loads((out / "index.json").read_text())
     assert samples and len(samples) == sum(s["nsamples"] for s in index["shards"])
-    browse = out / "card" / "browse.html"
-    assert (out / "card" / "README.md").read_text().startswith("---") and browse.stat().st_size > 0
+    browse = out / "release" / "browse.html"
+    assert (out / "release" / "README.md").read_text().startswith("---") and browse.stat().st_size > 0
     assert str(browse.resolve()) in printed and f"{len(samples)} scenes" in printed

@@ -1,0 +1,100 @@
+"""Reading curated outputs of both engines as the README and the card say: ``filmweaver shards`` (list and
+brace pattern), the README's index.json snippet, ``load_scenes`` in a DataLoader with workers, and the card's
+snippets in a release of a Ray-engine output (shard names ``scenes-<run>-<writer>-<n>.tar``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import webdataset as wds
+from braceexpand import braceexpand
+
+from curation.config import load_config
+from curation.synthetic import make_film
+from data_cards.loading import brace_pattern, load_scenes, shard_urls
+from data_cards.release import build_release
+from pipelines.cli import main
+
+
+@pytest.fixture(scope="module")
+def outputs(small_settings, tmp_path_factory) -> dict[str, Path]:
+    """One local-engine and one Ray-engine output of two tiny films, several shards each."""
+    import ray
+
+    from pipelines.curate import run_ray
+    from pipelines.local import run_local
+
+    films = tmp_path_factory.mktemp("films")
+    inputs = []
+    for seed in (1, 2):
+        make_film(
+            str(films / f"film{seed}.mp4"), seed=seed, n_scenes=2, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.2)
+        )
+        inputs.append(str(films / f"film{seed}.mp4"))
+    config = load_config(None, [*small_settings, "shards.max_bytes=60000"])
+    local = tmp_path_factory.mktemp("local")
+    run_local(inputs, str(local), config)
+    ray_out = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        run_ray(inputs, str(ray_out), config, videos_per_write=1)
+    finally:
+        ray.shutdown()
+    return {"local": local, "ray": ray_out}
+
+
+def scene_keys(out: Path) -> list[str]:
+    """Scenes written to a shard, from the manifest."""
+    return sorted(r["scene_id"] for r in pq.read_table(out / "manifests" / "scenes.parquet").to_pylist() if r["shard"])
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_shards_command_and_readme_snippet(outputs, engine, capsys, monkeypatch):
+    out = outputs[engine]
+    keys = scene_keys(out)
+    assert main(["shards", str(out)]) == 0
+    urls = capsys.readouterr().out.split()
+    assert len(urls) >= 2 and urls == shard_urls(out) and all(Path(u).is_file() for u in urls)
+    if engine == "ray":
+        assert all(re.fullmatch(r"scenes-\d+\w*-\d+-\d+\.tar", Path(u).name) for u in urls)
+    assert main(["shards", str(out), "--pattern"]) == 0
+    pattern = capsys.readouterr().out.strip()
+    assert list(braceexpand(pattern)) == urls
+    assert sorted(s["__key__"] for s in wds.WebDataset(pattern, shardshuffle=False)) == keys
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "index.json" in b)
+    namespace: dict = {}
+    exec(snippet.replace('out = "OUT"', f"out = {str(out)!r}"), namespace)
+    assert sorted(s["__key__"] for s in namespace["scenes"]) == keys
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_load_scenes_in_a_dataloader(outputs, engine):
+    out = outputs[engine]
+    loader = torch.utils.data.DataLoader(load_scenes(out, shuffle=8), batch_size=None, num_workers=2)
+    scenes = list(loader)
+    assert sorted(s["key"] for s in scenes) == scene_keys(out)  # each scene once across workers
+    for s in scenes:
+        n = len(s["record"]["shots"])
+        assert len(s["clips"]) == len(s["keyframes"]) == s["embeddings"].shape[0] == n
+        assert s["clips"][0][4:8] == b"ftyp" and s["keyframes"][0][:2] == b"\xff\xd8"
+
+
+def test_card_snippets_on_a_ray_release(outputs, tmp_path, monkeypatch):
+    """The card of a Ray-engine release: its brace pattern names that engine's shards; every snippet runs."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    release = build_release(outputs["ray"], release_dir=tmp_path / "release")
+    text = release.readme.read_text()
+    assert brace_pattern(shard_urls(release.root, absolute=False)) in text
+    monkeypatch.chdir(release.root)
+    keys = scene_keys(outputs["ray"])
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        namespace: dict = {}
+        exec(block, namespace)
+        assert sorted(r["__key__"] for r in namespace["scenes"]) == keys
