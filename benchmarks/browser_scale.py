@@ -65,7 +65,7 @@ def measure(root: Path, n: int) -> dict[str, float]:
         "load_s": load_s,
         "next_s": next_s,
         "search_s": search_s,
-        "scenes_js_mb": (release.card_dir / "browse" / "scenes.js").stat().st_size / 2**20,
+        "scenes_js_mb": (release.root / "browse" / "scenes.js").stat().st_size / 2**20,
         "heap_mb": metrics["JSHeapUsedSize"] / 2**20,
     }
 
