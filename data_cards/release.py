@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def build_release(
     for level in stats.funnel:
         if level.unaccounted:
             log.warning("%d %s left the pipeline without a reject row", level.unaccounted, level.name)
+    if (root / "plots").exists():  # a plot the previous release had and this one lacks must not stay behind
+        shutil.rmtree(root / "plots")
     plots = write_plots(stats, root / "plots")
     readme = root / "README.md"
     year = run_date(private.run, private.root / "run.json").year

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -322,6 +323,8 @@ def test_card_snippets_load_the_release(release, curated, tmp_path, monkeypatch)
     """The card's datasets and webdataset snippets, as written, without torchcodec or a system FFmpeg."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # any import of it fails
+    monkeypatch.setenv("PATH", str(tmp_path / "no-ffmpeg-here"))
     hub, wds_ns, builder = run_card_snippets(release.readme, monkeypatch)
     scenes, shots = hub["scenes"], hub["shots"]
     assert scenes.num_rows == 3 and shots.num_rows == len(manifest(curated, "shots"))
@@ -377,6 +380,13 @@ def _strings(path: Path) -> str:
     return path.read_bytes().decode("latin-1")
 
 
+def view_members(shard: Path) -> dict[str, bytes]:
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
 def test_release_holds_no_local_path(tmp_path):
     """Sources under a home-like folder of this machine: no absolute path, user folder or output folder in
     any file of the release (shards, manifests, card, browser); OUT keeps them for takedowns."""
@@ -398,6 +408,10 @@ def test_release_holds_no_local_path(tmp_path):
         r["detail"] for r in rejects
     }
     assert manifest(out, "videos")[0]["uri"].startswith(str(films))  # the private copy keeps the full path
+    for name in ("scenes-000000.tar", "scenes-000001.tar"):  # same samples, only the json members changed
+        private, public = (view_members(d / "shards" / name) for d in (out, release.root))
+        assert private.keys() == public.keys()
+        assert {k for k in private if private[k] != public[k]} == {k for k in private if k.endswith(".json")}
     roots = build_release(out, source_roots=[str(tmp_path / "home")], release_dir=tmp_path / "r2")
     uris = {v["uri"] for v in manifest(roots.root, "videos")}
     assert "alice/films/va0000000000000000001.mp4" in uris

@@ -20,6 +20,32 @@ from data_cards.release import build_release
 from pipelines.cli import main
 
 
+@pytest.mark.parametrize(
+    "urls",
+    [
+        ["shards/scenes-000000.tar"],
+        ["shards/scenes-000009.tar", "shards/scenes-000010.tar", "shards/scenes-000011.tar"],
+        [
+            "shards/s-20261130a-00000-000000.tar",
+            "shards/s-20261130a-00000-000001.tar",
+            "shards/s-20261130a-00001-000000.tar",
+        ],
+        ["a/x-1.tar", "a/x-3.tar", "b/odd,name{1}.tar", "/abs/p-01.tar", "/abs/p-1.tar"],
+    ],
+)
+def test_brace_pattern_expands_to_exactly_the_urls(urls):
+    assert list(braceexpand(brace_pattern(urls))) == urls
+
+
+def test_shards_of_an_output_without_index(tmp_path, capsys):
+    (tmp_path / "shards").mkdir()
+    assert main(["shards", str(tmp_path)]) == 2
+    assert "index.json does not exist" in capsys.readouterr().err
+    (tmp_path / "index.json").write_text('{"shards": []}')
+    assert main(["shards", str(tmp_path), "--pattern"]) == 1
+    assert "lists no shards" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def outputs(small_settings, tmp_path_factory) -> dict[str, Path]:
     """One local-engine and one Ray-engine output of two tiny films, several shards each."""
