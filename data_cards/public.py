@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -25,6 +26,9 @@ from .dataset import CuratedDataset, sha256_file
 from .provenance import SourcePaths
 
 log = logging.getLogger(__name__)
+
+# run.json keys naming machines (Ray addresses, node IPs, host names): their values are not published
+PRIVATE_KEYS = re.compile(r"(^|_)(address|addresses|ip|hostname|host|node_ip)$", re.I)
 
 
 def source_paths(ds: CuratedDataset, roots: list[str] | None) -> SourcePaths:
@@ -40,6 +44,15 @@ def public_scene_json(data: bytes, paths: SourcePaths) -> bytes:
         video["uri"] = paths.public(video["uri"])
     record = paths.scrub_tree(record)
     return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def public_run(run: Any, paths: SourcePaths) -> Any:
+    """``run.json`` with local paths scrubbed and the values of machine-naming keys replaced by "private"."""
+    if isinstance(run, dict):
+        return {k: "private" if PRIVATE_KEYS.search(k) else public_run(v, paths) for k, v in run.items()}
+    if isinstance(run, list):
+        return [public_run(v, paths) for v in run]
+    return paths.scrub_tree(run)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -114,4 +127,4 @@ def write_public_copy(ds: CuratedDataset, dest: Path, paths: SourcePaths) -> Non
     for path in ds.manifest_files():
         pq.write_table(public_table(pq.read_table(path), paths), dest / "manifests" / path.name)
     (dest / "index.json").write_text(json.dumps({"shards": index}, indent=1) + "\n")
-    (dest / "run.json").write_text(json.dumps(paths.scrub_tree(ds.run), indent=1, ensure_ascii=False) + "\n")
+    (dest / "run.json").write_text(json.dumps(public_run(ds.run, paths), indent=1, ensure_ascii=False) + "\n")

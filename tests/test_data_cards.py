@@ -394,8 +394,12 @@ def test_release_holds_no_local_path(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     build(out, tiny_mp4(tmp_path), films=str(films))
+    run = json.loads((out / "run.json").read_text())
+    run["config"]["embed"] = {"pretrained": str(tmp_path / "models" / "ckpt.bin")}
+    run["ray"] = {"address": "10.1.2.3:6379", "nodes": [{"node_ip": "10.1.2.4", "cpus": 8}]}
+    (out / "run.json").write_text(json.dumps(run))
     release = build_release(out)
-    markers = [str(tmp_path), "/home/alice", str(Path.home()) + "/", str(out)]
+    markers = [str(tmp_path), "/home/alice", str(Path.home()) + "/", str(out), "10.1.2.3", "10.1.2.4"]
     files = [p for p in release.root.rglob("*") if p.is_file()]
     assert {p.suffix for p in files} >= {".tar", ".parquet", ".md", ".json", ".html", ".js"}
     for path in files:
@@ -407,6 +411,8 @@ def test_release_holds_no_local_path(tmp_path):
     assert {"broken.mp4"} <= {r["item_id"] for r in rejects} and "cannot open broken.mp4" in {
         r["detail"] for r in rejects
     }
+    public_run = json.loads((release.root / "run.json").read_text())
+    assert public_run["config"]["embed"]["pretrained"] == "ckpt.bin" and public_run["ray"]["nodes"][0]["cpus"] == 8
     assert manifest(out, "videos")[0]["uri"].startswith(str(films))  # the private copy keeps the full path
     for name in ("scenes-000000.tar", "scenes-000001.tar"):  # same samples, only the json members changed
         private, public = (view_members(d / "shards" / name) for d in (out, release.root))

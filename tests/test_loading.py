@@ -118,8 +118,12 @@ def test_card_snippets_on_a_ray_release(outputs, tmp_path, monkeypatch):
     release = build_release(outputs["ray"], release_dir=tmp_path / "release")
     text = release.readme.read_text()
     assert brace_pattern(shard_urls(release.root, absolute=False)) in text
-    monkeypatch.chdir(release.root)
     keys = scene_keys(outputs["ray"])
+    import datasets
+
+    plain = datasets.load_dataset(str(release.root), split="train")  # the default config: scenes
+    assert sorted(plain["__key__"]) == keys
+    monkeypatch.chdir(release.root)
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
         namespace: dict = {}
         exec(block, namespace)
