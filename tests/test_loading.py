@@ -58,10 +58,10 @@ def outputs(small_settings, tmp_path_factory) -> dict[str, Path]:
     inputs = []
     for seed in (1, 2):
         make_film(
-            str(films / f"film{seed}.mp4"), seed=seed, n_scenes=2, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.2)
+            str(films / f"film{seed}.mp4"), seed=seed, n_scenes=2, shots_per_scene=(2, 2), shot_seconds=(0.8, 1.0)
         )
         inputs.append(str(films / f"film{seed}.mp4"))
-    config = load_config(None, [*small_settings, "shards.max_bytes=60000"])
+    config = load_config(None, [*small_settings, "shards.max_bytes=1"])  # a shard per video
     local = tmp_path_factory.mktemp("local")
     run_local(inputs, str(local), config)
     ray_out = tmp_path_factory.mktemp("ray")
@@ -71,6 +71,10 @@ def outputs(small_settings, tmp_path_factory) -> dict[str, Path]:
     finally:
         ray.shutdown()
     return {"local": local, "ray": ray_out}
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, re.S)
 
 
 def scene_keys(out: Path) -> list[str]:
@@ -93,7 +97,7 @@ def test_shards_command_and_readme_snippet(outputs, engine, capsys, monkeypatch)
     assert sorted(s["__key__"] for s in wds.WebDataset(pattern, shardshuffle=False)) == keys
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "index.json" in b)
+    snippet = next(b for b in python_blocks(readme) if "index.json" in b)
     namespace: dict = {}
     exec(snippet.replace('out = "OUT"', f"out = {str(out)!r}"), namespace)
     assert sorted(s["__key__"] for s in namespace["scenes"]) == keys
@@ -111,20 +115,32 @@ def test_load_scenes_in_a_dataloader(outputs, engine):
         assert s["clips"][0][4:8] == b"ftyp" and s["keyframes"][0][:2] == b"\xff\xd8"
 
 
-def test_card_snippets_on_a_ray_release(outputs, tmp_path, monkeypatch):
-    """The card of a Ray-engine release: its brace pattern names that engine's shards; every snippet runs."""
+@pytest.fixture(scope="module")
+def releases(outputs, tmp_path_factory) -> dict[str, Path]:
+    return {engine: build_release(out).root for engine, out in outputs.items()}
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_readme_and_card_snippets_on_releases(outputs, releases, engine, tmp_path, monkeypatch):
+    """The README's datasets snippet and every snippet of the release's card, as written; the card's brace
+    pattern names that engine's shards."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    release = build_release(outputs["ray"], release_dir=tmp_path / "release")
-    text = release.readme.read_text()
-    assert brace_pattern(shard_urls(release.root, absolute=False)) in text
-    keys = scene_keys(outputs["ray"])
-    import datasets
+    out, release = outputs[engine], releases[engine]
+    keys = scene_keys(out)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = next(b for b in python_blocks(readme) if "OUT/release" in b)
+    namespace: dict = {}
+    exec(snippet.replace('"OUT/', f'"{out}/'), namespace)
+    assert sorted(namespace["scenes"]["__key__"]) == keys
+    assert sorted(namespace["shots"]["shot_id"]) == sorted(
+        pq.read_table(out / "manifests" / "shots.parquet")["shot_id"].to_pylist()
+    )
 
-    plain = datasets.load_dataset(str(release.root), split="train")  # the default config: scenes
-    assert sorted(plain["__key__"]) == keys
-    monkeypatch.chdir(release.root)
-    for block in re.findall(r"```python\n(.*?)```", text, re.S):
-        namespace: dict = {}
+    text = (release / "README.md").read_text()
+    assert brace_pattern(shard_urls(release, absolute=False)) in text
+    monkeypatch.chdir(release)
+    for block in python_blocks(text):
+        namespace = {}
         exec(block, namespace)
         assert sorted(r["__key__"] for r in namespace["scenes"]) == keys
