@@ -102,14 +102,14 @@ class SourcePaths:
     def scrub(self, text: str | None, uri: str | None = None) -> str | None:
         """``text`` with ``uri`` (when given) replaced by its public form, then every root, the output folder
         and the home folder removed from the paths it mentions."""
-        if not text:
+        if not text or "/" not in text:
             return text
         if uri and uri in text:
             text = text.replace(uri, self.public(uri) or "")
         for prefix, repl in self._prefixes:
             bare = prefix.rstrip("/")
             if bare in text:  # "ROOT/..." loses the root; "ROOT" alone (not "ROOTx") becomes the replacement
-                pattern = re.escape(bare) + r"(/|(?![\w.-]))"
+                pattern = r"(?<![\w.~-])" + re.escape(bare) + r"(/|(?![\w.-]))"
                 text = re.sub(pattern, lambda m, r=repl: r if m.group(1) else (r.rstrip("/") or "."), text)
         return text
 

@@ -380,6 +380,23 @@ def _strings(path: Path) -> str:
     return path.read_bytes().decode("latin-1")
 
 
+def test_source_paths_public_forms_and_scrub():
+    from data_cards.provenance import SourcePaths, default_roots
+
+    uris = ["/data/films/a.mp4", "/data/films/sub/b b.mp4", "s3://bk/arch/x/c.mp4", "s3://bk/arch/d.mp4"]
+    assert default_roots(uris) == ["/data/films", "s3://bk/arch"]
+    assert default_roots(["/a/x.mp4", "/b/y.mp4"]) == []  # the common folder is "/": no root
+    paths = SourcePaths([*uris, "https://example.org/v.mp4"], out_dir="/work/out")
+    public = [paths.public(u) for u in [*uris, "https://example.org/v.mp4", "/elsewhere/e.mp4"]]
+    assert public == ["a.mp4", "sub/b b.mp4", "x/c.mp4", "d.mp4", "https://example.org/v.mp4", "e.mp4"]
+    nested = SourcePaths(uris, roots=["/data", "/data/films/sub"])
+    assert [nested.public(u) for u in uris[:2]] == ["films/a.mp4", "b b.mp4"]  # the deepest root wins
+    text = "cannot open /data/films/sub/b b.mp4 (see /work/out/run.json, /work/output, s3://bk/data/films/x)"
+    scrubbed = paths.scrub(text, "/data/films/sub/b b.mp4")
+    assert scrubbed == "cannot open sub/b b.mp4 (see OUT/run.json, /work/output, s3://bk/data/films/x)"
+    assert paths.scrub_tree({"k": ["/work/out", "/opt/models/ckpt.bin", 3]}) == {"k": ["OUT", "ckpt.bin", 3]}
+
+
 def view_members(shard: Path) -> dict[str, bytes]:
     import tarfile
 
