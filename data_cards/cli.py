@@ -47,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the shard files of a curated output or release (from index.json), or one brace pattern",
         description="Print the shards listed by DIR/index.json, one absolute path per line, or with --pattern one "
         "brace pattern that expands to exactly those files: webdataset.WebDataset(PATTERN) reads them, whatever "
-        "the engine named them and however many there are.",
+        "the engine named them and however many there are. DIR may be an object-store output (s3://bucket/ds, "
+        "gs://...): its URIs are printed (webdataset opens s3:// ones as 'pipe:aws s3 cp URI -').",
     )
-    s.add_argument("dir", metavar="DIR", help="a curated output (filmweaver curate --out) or a release folder")
+    s.add_argument("dir", metavar="DIR", help="a curated output (filmweaver curate --out, local or s3://) or a release")
     s.add_argument("--pattern", action="store_true", help="print one brace pattern instead of the list")
     s.add_argument("--relative", action="store_true", help="paths relative to DIR, as in index.json")
     s.set_defaults(func=run_shards)

@@ -32,20 +32,46 @@ class NoShardIndex(FilmweaverError):
     reason = "no-index"
 
 
+def _read_remote_index(root: str) -> tuple[list[str], set[str]]:
+    """Shard urls of ``root/index.json`` on an object store (``pyarrow.fs``: s3://, gs://) and the shard files
+    that exist under ``root/shards``."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(root)
+    path = path.rstrip("/")
+    try:
+        with fs.open_input_stream(f"{path}/index.json") as f:
+            data = json.loads(f.read())
+    except FileNotFoundError:
+        raise NoShardIndex(f"{root}/index.json does not exist: is {root} a curated output?") from None
+    selector = pafs.FileSelector(f"{path}/shards", recursive=True, allow_not_found=True)
+    present = {i.path[len(path) + 1 :] for i in fs.get_file_info(selector) if i.type == pafs.FileType.File}
+    return [e["url"] for e in (data["shards"] if isinstance(data, dict) else data)], present
+
+
 def shard_urls(root: str | os.PathLike, absolute: bool = True) -> list[str]:
-    """The shard files listed by ``root/index.json``, in index order; absolute paths unless ``absolute`` is
-    False (then relative to ``root``, as in the index). Raises ``NoShardIndex`` when the index is missing
-    or names a shard that is not there."""
-    root = Path(root)
-    index = root / "index.json"
-    if not index.is_file():
-        raise NoShardIndex(f"{index} does not exist: is {root} a curated output (filmweaver curate --out) or release?")
-    data = json.loads(index.read_text())
-    urls = [e["url"] for e in (data["shards"] if isinstance(data, dict) else data)]
-    missing = [u for u in urls if not (root / u).is_file()]
+    """The shard files listed by ``root/index.json``, in index order; absolute paths (full URIs for an
+    object-store ``root`` such as ``s3://bucket/ds``) unless ``absolute`` is False (then relative to ``root``,
+    as in the index). Raises ``NoShardIndex`` when the index is missing or names a shard that is not there."""
+    if "://" in str(root) and not str(root).startswith("file://"):
+        base = str(root).rstrip("/")
+        urls, present = _read_remote_index(base)
+        missing = [u for u in urls if u not in present]
+        full = [f"{base}/{u}" for u in urls]
+    else:
+        local = Path(str(root).removeprefix("file://"))
+        index = local / "index.json"
+        if not index.is_file():
+            raise NoShardIndex(
+                f"{index} does not exist: is {local} a curated output (filmweaver curate --out) or a release?"
+            )
+        data = json.loads(index.read_text())
+        urls = [e["url"] for e in (data["shards"] if isinstance(data, dict) else data)]
+        missing = [u for u in urls if not (local / u).is_file()]
+        full = [str((local / u).resolve()) for u in urls]
     if missing:
-        raise NoShardIndex(f"{index} lists {len(missing)} shards that are missing, e.g. {root / missing[0]}")
-    return [str((root / u).resolve()) if absolute else u for u in urls]
+        raise NoShardIndex(f"{root}/index.json lists {len(missing)} shards that are missing, e.g. {missing[0]}")
+    return full if absolute else urls
 
 
 def _ranges(stems: list[str]) -> list[str]:
@@ -87,9 +113,12 @@ def brace_pattern(urls: list[str]) -> str:
     tails = [u[len(head) :] for u in urls]
     suffix = ".tar" if all(t.endswith(".tar") for t in tails) else ""
     stems = [t[: len(t) - len(suffix)] for t in tails]
-    parts = _ranges(stems)
+    # the stems' common start, cut after its last separator, stays outside the braces: scenes-{...}
+    common = os.path.commonprefix(stems) if len(stems) > 1 else ""
+    stem_head = common[: max(common.rfind(c) for c in "-_.") + 1]
+    parts = _ranges([s[len(stem_head) :] for s in stems])
     body = parts[0] if len(parts) == 1 else "{" + ",".join(parts) + "}"
-    return _BRACE_SPECIAL.sub(r"\\\1", head) + body + suffix
+    return _BRACE_SPECIAL.sub(r"\\\1", head + stem_head) + body + suffix
 
 
 def scene_from_sample(sample: dict[str, Any], keyframes: str = "bytes") -> dict[str, Any]:
@@ -122,7 +151,7 @@ def load_scenes(
     """The scenes of a curated output or release as a ``webdataset.WebDataset`` (a PyTorch
     ``IterableDataset``): one :func:`scene_from_sample` dict per scene, then ``map_scene`` if given.
 
-    Shards come from ``index.json``. With several DataLoader workers or distributed ranks, each reads its
+    Shards come from ``index.json`` of a local folder. With several DataLoader workers or distributed ranks, each reads its
     own shards (split by node, then by worker), so every scene is read once per epoch. ``shuffle`` > 0
     shuffles shard order and scenes within a buffer of that many (seeded by ``seed``); clips stay MP4 bytes
     (decode them in ``map_scene``, e.g. with PyAV, where a training reader needs frames).

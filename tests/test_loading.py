@@ -4,6 +4,7 @@ snippets in a release of a Ray-engine output (shard names ``scenes-<run>-<writer
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -44,6 +45,35 @@ def test_shards_of_an_output_without_index(tmp_path, capsys):
     (tmp_path / "index.json").write_text('{"shards": []}')
     assert main(["shards", str(tmp_path), "--pattern"]) == 1
     assert "lists no shards" in capsys.readouterr().err
+
+
+def test_shards_of_an_object_store_output(tmp_path, capsys, monkeypatch):
+    """``filmweaver shards s3://bucket/ds`` reads index.json through pyarrow.fs (a moto server on loopback)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="curated")
+        names = ["shards/scenes-run1-00000-000000.tar", "shards/scenes-run1-00001-000000.tar"]
+        index = {"shards": [{"url": n, "nsamples": 1, "bytes": 1, "sha256": ""} for n in names]}
+        s3.put_object(Bucket="curated", Key="out/index.json", Body=json.dumps(index).encode())
+        s3.put_object(Bucket="curated", Key=f"out/{names[0]}", Body=b"x")
+        assert main(["shards", "s3://curated/out"]) == 2  # the second shard is missing
+        assert "1 shards that are missing, e.g. shards/scenes-run1-00001-000000.tar" in capsys.readouterr().err
+        s3.put_object(Bucket="curated", Key=f"out/{names[1]}", Body=b"x")
+        assert main(["shards", "s3://curated/out"]) == 0
+        assert capsys.readouterr().out.split() == [f"s3://curated/out/{n}" for n in names]
+        assert main(["shards", "s3://curated/out", "--pattern"]) == 0
+        assert capsys.readouterr().out.strip() == "s3://curated/out/shards/scenes-run1-{00000-000000,00001-000000}.tar"
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
