@@ -151,8 +151,8 @@ def load_scenes(
     """The scenes of a curated output or release as a ``webdataset.WebDataset`` (a PyTorch
     ``IterableDataset``): one :func:`scene_from_sample` dict per scene, then ``map_scene`` if given.
 
-    Shards come from ``index.json`` of a local folder. With several DataLoader workers or distributed ranks, each reads its
-    own shards (split by node, then by worker), so every scene is read once per epoch. ``shuffle`` > 0
+    Shards come from ``index.json`` of a local folder. With several DataLoader workers or distributed ranks,
+    each reads its own shards (split by node, then by worker), so every scene is read once per epoch. ``shuffle`` > 0
     shuffles shard order and scenes within a buffer of that many (seeded by ``seed``); clips stay MP4 bytes
     (decode them in ``map_scene``, e.g. with PyAV, where a training reader needs frames).
     """
