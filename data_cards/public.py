@@ -1,15 +1,15 @@
 """The public copy of a curated output: shards, manifests, ``index.json`` and ``run.json`` with source paths
 made publishable (:mod:`data_cards.provenance`), written into a release folder.
 
-A shard whose scene JSON needs no change is hard-linked (copied across file systems); one that does is
-rewritten member by member under a temporary name and renamed when complete, so the release holds the
-same samples with the same bytes except for the ``json`` members. ``index.json`` is recomputed from the
+Each shard is copied under a temporary name and renamed when complete: the bytes between changed ``json``
+members are copied as raw ranges (in the kernel where it can), so the release holds the same samples with
+the same bytes except for the ``json`` members; a shard whose scene JSON needed no change is hard-linked
+instead (copied across file systems), so it takes no extra disk. ``index.json`` is recomputed from the
 files written. ``OUT`` itself is never modified: it stays the private record with the full paths.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -17,7 +17,7 @@ import re
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,30 +62,55 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _copy_range(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
+    """Bytes ``[start, end)`` of ``src`` appended to ``dst`` (``copy_file_range`` in the kernel where it can)."""
+    dst.flush()
+    while start < end:
+        try:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), end - start, start)
+        except (AttributeError, OSError):  # not Linux, or not between these file systems
+            src.seek(start)
+            n = dst.write(src.read(min(end - start, 8 << 20)))
+        if n <= 0:
+            raise OSError(f"short copy from {src.name} at byte {start}")
+        start += n
+        dst.seek(0, os.SEEK_END)
+
+
 def write_public_shard(src: Path, dst: Path, paths: SourcePaths) -> int:
-    """Copy the shard ``src`` to ``dst`` with public scene JSON; returns how many JSON members changed."""
-    changed, members = 0, []
-    with tarfile.open(src) as tar:
-        for info in tar:
-            if info.isfile() and info.name.endswith(".json"):
+    """Copy the shard ``src`` to ``dst`` with public scene JSON; returns how many JSON members changed.
+
+    Members other than ``json`` are copied as raw byte ranges (headers included), so their bytes are the
+    source's; a changed ``json`` member gets a new PAX header with its new size. A shard with no change is
+    hard-linked instead."""
+    changed, pending = 0, 0  # pending: start of the source bytes not yet copied
+    tmp = dst.with_name(dst.name + ".tmp")
+    out = None  # opened at the first change: an unchanged shard is only read
+    with tarfile.open(src) as tar, open(src, "rb") as raw:
+        try:
+            for info in tar:
+                if not (info.isfile() and info.name.endswith(".json")):
+                    continue
                 data = tar.extractfile(info).read()
                 new = public_scene_json(data, paths)
-                changed += new != data
-                members.append((info, new))
-    if not changed:
+                if new == data:
+                    continue
+                changed += 1
+                out = out or open(tmp, "wb")  # noqa: SIM115 (closed below, after the rest is copied)
+                _copy_range(raw, out, pending, info.offset)
+                info.size = len(new)
+                out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+                out.write(new + b"\0" * (-len(new) % tarfile.BLOCKSIZE))
+                pending = info.offset_data + len(data) + (-len(data) % tarfile.BLOCKSIZE)
+            if out is not None:
+                _copy_range(raw, out, pending, os.path.getsize(src))  # the rest, end-of-archive blocks included
+        finally:
+            if out is not None:
+                out.close()
+    if changed:
+        os.replace(tmp, dst)
+    else:
         _link_or_copy(src, dst)
-        return 0
-    replaced = {info.name: new for info, new in members}
-    tmp = dst.with_name(dst.name + ".tmp")
-    with tarfile.open(src) as tar, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as out:
-        for info in tar:
-            if info.name in replaced:
-                data = replaced[info.name]
-                info.size = len(data)
-                out.addfile(info, io.BytesIO(data))
-            else:
-                out.addfile(info, tar.extractfile(info) if info.isfile() else None)
-    os.replace(tmp, dst)
     return changed
 
 
