@@ -1,16 +1,39 @@
-"""Clip export: a video's kept scenes become ``SceneUnit``s holding their shots as H.264 clips.
+"""Clip export: a video's kept scenes become ``SceneUnit``s holding their shots as verified H.264 clips.
 
 This is where the unit of work changes from a video to its scenes. Only kept shots of kept scenes are
-exported; a remote video is fetched once for all its clips (``video.local_path``), not once per clip.
+exported. Clips are cut by frame index, never by timestamp: one ``FrameDecoder`` pass over the source (the
+decoder, stream choice and frame counting of the analysis pass) routes frames ``[start_frame, end_frame)``
+of each shot to that shot's encoder (libx264 through PyAV), so joined files whose timestamps restart, edit
+lists and raw streams cut exactly where the shots are. The pass stops after the last wanted frame.
+
+Every clip is then opened and checked before it may enter a shard (``verify_clip``): it has a video
+stream, exactly the expected number of frames, and its first and last frames match the source's frames at
+those indices (PSNR >= ``export.verify_min_psnr``). A clip that fails is a reject row of its shot
+(``clip-check-failed``, with the measured values), never a sample; a scene left with fewer than
+``filters.min_scene_shots`` verified clips is dropped (``too-few-shots``). A remote video is fetched once
+for all its clips (``video.local_path``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
 
 from .config import CurateConfig
+from .errors import UnsupportedVideo
+from .records import VideoRecord
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
-from .video import export_clip, local_path
+from .video import FrameDecoder, analysis_size, local_path
+
+_CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)
 
 
 def representative(keyframes: list[Keyframe]) -> Keyframe:
@@ -18,14 +41,165 @@ def representative(keyframes: list[Keyframe]) -> Keyframe:
     return keyframes[len(keyframes) // 2]
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB, 8-bit peak 255) of two same-shape uint8 images; inf when equal."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@dataclass
+class Clip:
+    """One exported clip, or why it could not be made: ``data`` is None exactly when ``failure`` is set."""
+
+    start_frame: int
+    end_frame: int
+    data: bytes | None = None
+    failure: str | None = None
+    first: np.ndarray | None = field(default=None, repr=False)  # source frames at the ends, RGB export size
+    last: np.ndarray | None = field(default=None, repr=False)
+
+
+class _ClipEncoder:
+    """H.264 yuv420p MP4 (+faststart, which needs a file: a temporary one) fed RGB frames with source times."""
+
+    def __init__(self, size: tuple[int, int], fps: Fraction, crf: int, preset: str):
+        self._tmp = tempfile.TemporaryDirectory(prefix="fw-clip-")
+        self._path = os.path.join(self._tmp.name, "clip.mp4")
+        self._out = av.open(self._path, mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._stream = self._out.add_stream("libx264", rate=fps if fps > 0 else Fraction(25))
+        self._stream.width, self._stream.height = size
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = _CLIP_TIME_BASE
+        self._stream.codec_context.time_base = _CLIP_TIME_BASE
+        self._stream.options = {"crf": str(crf), "preset": preset}
+        self._t0: float | None = None
+        self._pts = -1
+
+    def write(self, rgb: np.ndarray, time_s: float) -> None:
+        if self._t0 is None:
+            self._t0 = time_s
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        self._pts = max(self._pts + 1, round((time_s - self._t0) / _CLIP_TIME_BASE))
+        frame.pts, frame.time_base = self._pts, _CLIP_TIME_BASE
+        self._out.mux(self._stream.encode(frame))
+
+    def close(self) -> bytes:
+        try:
+            self._out.mux(self._stream.encode(None))
+            self._out.close()
+            with open(self._path, "rb") as f:
+                return f.read()
+        finally:
+            self._tmp.cleanup()
+
+
+def cut_clips(
+    uri: str, video: VideoRecord, ranges: list[tuple[int, int]], short_side: int, crf: int, preset: str
+) -> list[Clip]:
+    """Clips of frames ``[start, end)`` of ``uri`` for each range, from one decode pass (frame indices as the
+    analysis counted them). Display orientation, square pixels, short side ``min(short_side, source short
+    side)``, even dims. A range past the last decoded frame, or an encoder error, gives a ``Clip`` with
+    ``failure`` set; ranges are returned in the given order. Raises ``ValueError`` for an empty range."""
+    for start, end in ranges:
+        if not 0 <= start < end:
+            raise ValueError(f"bad frame range [{start}, {end})")
+    size = analysis_size(video.width, video.height, short_side)
+    clips = [Clip(start, end) for start, end in ranges]
+    starts: dict[int, list[Clip]] = {}
+    for clip in clips:
+        starts.setdefault(clip.start_frame, []).append(clip)
+    active: dict[int, tuple[Clip, _ClipEncoder]] = {}
+    stop = max(end for _, end in ranges) if ranges else 0
+    decoder = FrameDecoder(uri, size)
+    index = -1
+    try:
+        for frame in decoder:
+            index = frame.index
+            if index >= stop:
+                break
+            for clip in starts.get(index, []):
+                clip.first = frame.rgb
+                active[id(clip)] = (clip, _ClipEncoder(size, video.fps, crf, preset))
+            for key, (clip, encoder) in list(active.items()):
+                encoder.write(frame.rgb, frame.time_s)
+                if index == clip.end_frame - 1:
+                    clip.last, clip.data = frame.rgb, encoder.close()
+                    del active[key]
+    finally:
+        for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
+            clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
+            with contextlib.suppress(av.FFmpegError):
+                encoder.close()
+    for clip in clips:
+        if clip.data is None and clip.failure is None:
+            clip.failure = (
+                f"clip start frame {clip.start_frame} is past the last decoded frame ({decoder.report.n_frames} frames)"
+            )
+    return clips
+
+
+def verify_clip(clip: Clip, min_psnr: float) -> str | None:
+    """Why an exported clip must not enter a shard, or None when it is right: it has a video stream, exactly
+    ``end_frame - start_frame`` frames, and its first and last frames are the source's at those indices
+    within ``min_psnr`` dB."""
+    if clip.data is None:
+        return clip.failure or "no clip"
+    want = clip.end_frame - clip.start_frame
+    try:
+        with av.open(io.BytesIO(clip.data)) as container:
+            if not container.streams.video:
+                return f"the clip ({len(clip.data)} bytes) has no video stream"
+            first = last = None
+            n = 0
+            for frame in container.decode(container.streams.video[0]):
+                rgb = frame.to_ndarray(format="rgb24")
+                first = rgb if first is None else first
+                last = rgb
+                n += 1
+    except av.FFmpegError as exc:
+        return f"the clip ({len(clip.data)} bytes) cannot be decoded ({exc.strerror or exc})"
+    if n != want:
+        return f"the clip has {n} frames, the shot [{clip.start_frame}, {clip.end_frame}) has {want}"
+    for name, ours, source in (("first", first, clip.first), ("last", last, clip.last)):
+        if ours.shape != source.shape:
+            got, want_hw = f"{ours.shape[1]}x{ours.shape[0]}", f"{source.shape[1]}x{source.shape[0]}"
+            return f"the clip's {name} frame is {got}, expected {want_hw}"
+        quality = psnr(ours, source)
+        if quality < min_psnr:
+            frame = clip.start_frame if name == "first" else clip.end_frame - 1
+            return f"the clip's {name} frame differs from source frame {frame}: PSNR {quality:.1f} dB < {min_psnr:g} dB"
+    return None
+
+
+def export_clip(
+    uri: str, video: VideoRecord, start_frame: int, end_frame: int, short_side: int, crf: int, preset: str
+) -> bytes:
+    """MP4 bytes of frames ``[start_frame, end_frame)`` of ``uri`` (``cut_clips`` for one range, the end
+    clamped to ``video.n_frames``). Raises ``UnsupportedVideo(reason='bad-range')`` when the range starts
+    past the last frame or the source ends inside it."""
+    if not 0 <= start_frame < end_frame:
+        raise ValueError(f"bad frame range [{start_frame}, {end_frame})")
+    if video.n_frames and start_frame >= video.n_frames:
+        raise UnsupportedVideo(
+            f"{uri}: clip start frame {start_frame} is past the last frame ({video.n_frames} frames)",
+            reason="bad-range",
+        )
+    end = min(end_frame, video.n_frames or end_frame)
+    (clip,) = cut_clips(uri, video, [(start_frame, end)], short_side, crf, preset)
+    if clip.data is None:
+        raise UnsupportedVideo(f"{uri}: {clip.failure}", reason="bad-range")
+    return clip.data
+
+
 class ClipExporter(Stage):
-    """VideoUnit -> one SceneUnit per kept scene, with each kept shot exported per ``config.export``."""
+    """VideoUnit -> one SceneUnit per kept scene, each kept shot exported per ``config.export`` and verified."""
 
     name = "export"
 
     def __init__(self, config: CurateConfig, out_dir: str | None = None):
         super().__init__()
         self.config = config.export
+        self.min_scene_shots = config.filters.min_scene_shots
 
     def _end_frame(self, unit: VideoUnit, start: int, end: int) -> int:
         cap = self.config.max_shot_s
@@ -36,36 +210,40 @@ class ClipExporter(Stage):
 
     def process(self, unit: VideoUnit) -> list[SceneUnit]:
         by_id = {s.shot_id: i for i, s in enumerate(unit.shots)}
-        scenes: list[SceneUnit] = []
         kept_scenes = [s for s in unit.scenes if s.kept]
         if not kept_scenes:
-            return scenes
+            return []
+        members = [[by_id[sid] for sid in scene.shot_ids if unit.shots[by_id[sid]].kept] for scene in kept_scenes]
+        wanted = sorted({i for idx in members for i in idx})
+        shots = [unit.shots[i] for i in wanted]
+        ranges = [(s.start_frame, self._end_frame(unit, s.start_frame, s.end_frame)) for s in shots]
         with local_path(unit.video.uri) as src:
-            for scene in kept_scenes:
-                idx = [by_id[sid] for sid in scene.shot_ids if unit.shots[by_id[sid]].kept]
-                shots = [unit.shots[i] for i in idx]
-                clips = [
-                    export_clip(
-                        src,
-                        unit.video,
-                        s.start_frame,
-                        self._end_frame(unit, s.start_frame, s.end_frame),
-                        self.config.short_side,
-                        self.config.crf,
-                        self.config.preset,
-                    )
-                    for s in shots
-                ]
-                self.stats.counts["clips"] += len(clips)
-                self.stats.counts["clip_bytes"] += sum(map(len, clips))
-                scenes.append(
-                    SceneUnit(
-                        scene=scene,
-                        video=unit.video,
-                        shots=shots,
-                        keyframes=[representative(unit.keyframes[i]) for i in idx],
-                        embeddings=unit.embeddings[idx],
-                        clips=clips,
-                    )
+            cut = cut_clips(src, unit.video, ranges, self.config.short_side, self.config.crf, self.config.preset)
+        clips: dict[int, bytes] = {}
+        for i, clip in zip(wanted, cut):
+            failure = verify_clip(clip, self.config.verify_min_psnr)
+            if failure is None:
+                clips[i] = clip.data
+            else:
+                self.reject_child(unit, unit.shots[i].shot_id, "clip-check-failed", failure)
+        self.stats.counts["clips"] += len(clips)
+        self.stats.counts["clip_bytes"] += sum(map(len, clips.values()))
+        scenes: list[SceneUnit] = []
+        for scene, idx in zip(kept_scenes, members):
+            idx = [i for i in idx if i in clips]
+            if len(idx) < self.min_scene_shots:
+                detail = f"{len(idx)} shots with verified clips < min_scene_shots {self.min_scene_shots}"
+                scene.kept, scene.reject_reason = False, "too-few-shots"
+                self.reject_child(unit, scene.scene_id, "too-few-shots", detail)
+                continue
+            scenes.append(
+                SceneUnit(
+                    scene=scene,
+                    video=unit.video,
+                    shots=[unit.shots[i] for i in idx],
+                    keyframes=[representative(unit.keyframes[i]) for i in idx],
+                    embeddings=unit.embeddings[idx],
+                    clips=[clips[i] for i in idx],
                 )
+            )
         return scenes

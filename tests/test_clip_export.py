@@ -15,7 +15,8 @@ from curation.export import ClipExporter
 from curation.records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
 from curation.stage import Keyframe, SceneUnit, VideoUnit, run_stage
 from curation.synthetic import make_simple_video, read_frame_code
-from curation.video import export_clip, iter_frames, probe
+from curation.export import export_clip
+from curation.video import iter_frames, probe
 
 N = 60  # frames of the coded video, 24 fps
 
