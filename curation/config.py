@@ -122,9 +122,10 @@ class ExportConfig(Section):
         None, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."
     )
     verify_min_psnr: float = Field(
-        25.0,
+        20.0,
         description="Each exported clip's first and last frames must match the source's frames at those indices "
-        "with at least this PSNR (dB), or the shot is rejected 'clip-check-failed'.",
+        "with at least this PSNR (dB), and better than the neighbouring frames, or the shot is rejected "
+        "'clip-check-failed'.",
     )
 
 

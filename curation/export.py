@@ -34,6 +34,7 @@ from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .video import FrameDecoder, analysis_size, local_path
 
 _CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)
+_NEIGHBOUR_MARGIN_DB = 0.5  # a neighbouring source frame may match a clip's end this much better (static shots)
 
 
 def representative(keyframes: list[Keyframe]) -> Keyframe:
@@ -49,14 +50,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class Clip:
-    """One exported clip, or why it could not be made: ``data`` is None exactly when ``failure`` is set."""
+    """One exported clip of frames ``[start_frame, end_frame)``: its MP4 ``data`` once made and verified, or
+    the ``failure`` that keeps it out of every shard (then ``data`` is None)."""
 
     start_frame: int
     end_frame: int
     data: bytes | None = None
     failure: str | None = None
-    first: np.ndarray | None = field(default=None, repr=False)  # source frames at the ends, RGB export size
-    last: np.ndarray | None = field(default=None, repr=False)
+    # source frames (RGB, export size) the check compares with: each end and its neighbours
+    _ends: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict, repr=False)
 
 
 class _ClipEncoder:
@@ -94,12 +96,19 @@ class _ClipEncoder:
 
 
 def cut_clips(
-    uri: str, video: VideoRecord, ranges: list[tuple[int, int]], short_side: int, crf: int, preset: str
+    uri: str,
+    video: VideoRecord,
+    ranges: list[tuple[int, int]],
+    short_side: int,
+    crf: int,
+    preset: str,
+    min_psnr: float = 20.0,
 ) -> list[Clip]:
-    """Clips of frames ``[start, end)`` of ``uri`` for each range, from one decode pass (frame indices as the
-    analysis counted them). Display orientation, square pixels, short side ``min(short_side, source short
-    side)``, even dims. A range past the last decoded frame, or an encoder error, gives a ``Clip`` with
-    ``failure`` set; ranges are returned in the given order. Raises ``ValueError`` for an empty range."""
+    """Verified clips of frames ``[start, end)`` of ``uri``, one per range in the given order, from one decode
+    pass (frame indices as the analysis counted them; ``verify_clip`` runs as soon as a clip's source frames
+    are seen, so memory holds only open clips). Display orientation, square pixels, short side
+    ``min(short_side, source short side)``, even dims. A range the source ends inside or before gives a
+    ``Clip`` with ``failure`` set. Raises ``ValueError`` for an empty range."""
     for start, end in ranges:
         if not 0 <= start < end:
             raise ValueError(f"bad frame range [{start}, {end})")
@@ -109,65 +118,95 @@ def cut_clips(
     for clip in clips:
         starts.setdefault(clip.start_frame, []).append(clip)
     active: dict[int, tuple[Clip, _ClipEncoder]] = {}
-    stop = max(end for _, end in ranges) if ranges else 0
+    waiting: list[tuple[Clip, list[np.ndarray]]] = []  # neighbour lists still missing the next frame
+    stop = max((end for _, end in ranges), default=0)
     decoder = FrameDecoder(uri, size)
+    prev: np.ndarray | None = None
     index = -1
     try:
         for frame in decoder:
             index = frame.index
+            _settle(waiting, frame.rgb, min_psnr)
+            waiting = []
             if index >= stop:
                 break
             for clip in starts.get(index, []):
-                clip.first = frame.rgb
+                clip._ends["first"] = (frame.rgb, [] if prev is None else [prev])
+                waiting.append((clip, clip._ends["first"][1]))
                 active[id(clip)] = (clip, _ClipEncoder(size, video.fps, crf, preset))
             for key, (clip, encoder) in list(active.items()):
                 encoder.write(frame.rgb, frame.time_s)
                 if index == clip.end_frame - 1:
-                    clip.last, clip.data = frame.rgb, encoder.close()
+                    clip._ends["last"] = (frame.rgb, [] if prev is None else [prev])
+                    waiting.append((clip, clip._ends["last"][1]))
+                    clip.data = encoder.close()
                     del active[key]
+            prev = frame.rgb
     finally:
         for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
             clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
             with contextlib.suppress(av.FFmpegError):
                 encoder.close()
+    _settle(waiting, None, min_psnr)
     for clip in clips:
         if clip.data is None and clip.failure is None:
-            clip.failure = (
-                f"clip start frame {clip.start_frame} is past the last decoded frame ({decoder.report.n_frames} frames)"
-            )
+            n = decoder.report.n_frames
+            clip.failure = f"clip start frame {clip.start_frame} is past the last decoded frame ({n} frames)"
+        clip.data = None if clip.failure else clip.data
     return clips
 
 
-def verify_clip(clip: Clip, min_psnr: float) -> str | None:
-    """Why an exported clip must not enter a shard, or None when it is right: it has a video stream, exactly
-    ``end_frame - start_frame`` frames, and its first and last frames are the source's at those indices
-    within ``min_psnr`` dB."""
-    if clip.data is None:
-        return clip.failure or "no clip"
-    want = clip.end_frame - clip.start_frame
+def _settle(waiting: list[tuple[Clip, list[np.ndarray]]], rgb: np.ndarray | None, min_psnr: float) -> None:
+    """Give each waiting neighbour list the frame that followed (None: the source ended), then verify the
+    clips that have everything they are checked against."""
+    for _, neighbours in waiting:
+        if rgb is not None:
+            neighbours.append(rgb)
+    for clip in {id(c): c for c, _ in waiting}.values():
+        if clip.data is not None and clip.failure is None and "last" in clip._ends:
+            clip.failure = verify_clip(clip.data, clip.end_frame - clip.start_frame, clip._ends, min_psnr)
+            clip._ends = {}
+
+
+def verify_clip(
+    data: bytes, n_frames: int, ends: dict[str, tuple[np.ndarray, list[np.ndarray]]], min_psnr: float
+) -> str | None:
+    """Why an exported clip must not enter a shard, or None when it is right.
+
+    Right means: a video stream; exactly ``n_frames`` frames; its ``first`` and ``last`` frames match the
+    source frames at those indices (``ends[name] = (source, neighbours)``) with PSNR >= ``min_psnr`` dB, and
+    match them at least as well as the source's neighbouring frames (``_NEIGHBOUR_MARGIN_DB``), so a clip
+    shifted by one frame fails even where a lossy encode keeps PSNR low (small, detailed pictures).
+    """
     try:
-        with av.open(io.BytesIO(clip.data)) as container:
+        with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
-                return f"the clip ({len(clip.data)} bytes) has no video stream"
-            first = last = None
+                return f"the clip ({len(data)} bytes) has no video stream"
+            got: dict[str, np.ndarray] = {}
             n = 0
             for frame in container.decode(container.streams.video[0]):
                 rgb = frame.to_ndarray(format="rgb24")
-                first = rgb if first is None else first
-                last = rgb
+                got.setdefault("first", rgb)
+                got["last"] = rgb
                 n += 1
     except av.FFmpegError as exc:
-        return f"the clip ({len(clip.data)} bytes) cannot be decoded ({exc.strerror or exc})"
-    if n != want:
-        return f"the clip has {n} frames, the shot [{clip.start_frame}, {clip.end_frame}) has {want}"
-    for name, ours, source in (("first", first, clip.first), ("last", last, clip.last)):
+        return f"the clip ({len(data)} bytes) cannot be decoded ({exc.strerror or exc})"
+    if n != n_frames:
+        return f"the clip has {n} frames, its shot {n_frames}"
+    for name, (source, neighbours) in ends.items():
+        ours = got[name]
         if ours.shape != source.shape:
-            got, want_hw = f"{ours.shape[1]}x{ours.shape[0]}", f"{source.shape[1]}x{source.shape[0]}"
-            return f"the clip's {name} frame is {got}, expected {want_hw}"
+            shapes = f"{ours.shape[1]}x{ours.shape[0]}, the source's {source.shape[1]}x{source.shape[0]}"
+            return f"the clip's {name} frame is {shapes}"
         quality = psnr(ours, source)
         if quality < min_psnr:
-            frame = clip.start_frame if name == "first" else clip.end_frame - 1
-            return f"the clip's {name} frame differs from source frame {frame}: PSNR {quality:.1f} dB < {min_psnr:g} dB"
+            return f"the clip's {name} frame differs from the source's: PSNR {quality:.1f} dB < {min_psnr:g} dB"
+        closer = max((psnr(ours, x) for x in neighbours), default=-math.inf)
+        if closer > quality + _NEIGHBOUR_MARGIN_DB:
+            return (
+                f"the clip's {name} frame matches a neighbouring source frame ({closer:.1f} dB) better than its "
+                f"own ({quality:.1f} dB): the clip is shifted"
+            )
     return None
 
 
@@ -218,14 +257,14 @@ class ClipExporter(Stage):
         shots = [unit.shots[i] for i in wanted]
         ranges = [(s.start_frame, self._end_frame(unit, s.start_frame, s.end_frame)) for s in shots]
         with local_path(unit.video.uri) as src:
-            cut = cut_clips(src, unit.video, ranges, self.config.short_side, self.config.crf, self.config.preset)
+            cfg = self.config
+            cut = cut_clips(src, unit.video, ranges, cfg.short_side, cfg.crf, cfg.preset, cfg.verify_min_psnr)
         clips: dict[int, bytes] = {}
         for i, clip in zip(wanted, cut):
-            failure = verify_clip(clip, self.config.verify_min_psnr)
-            if failure is None:
+            if clip.data is not None:
                 clips[i] = clip.data
             else:
-                self.reject_child(unit, unit.shots[i].shot_id, "clip-check-failed", failure)
+                self.reject_child(unit, unit.shots[i].shot_id, "clip-check-failed", clip.failure)
         self.stats.counts["clips"] += len(clips)
         self.stats.counts["clip_bytes"] += sum(map(len, clips.values()))
         scenes: list[SceneUnit] = []
