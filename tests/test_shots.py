@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from curation.config import CurateConfig
-from curation.records import Reject, shot_id
+from curation.records import shot_id
 from curation.shots import (
     Boundary,
     FrameReservoir,
