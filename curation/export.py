@@ -28,10 +28,10 @@ import av
 import numpy as np
 
 from .config import CurateConfig
-from .errors import UnsupportedVideo
+from .errors import FilmweaverError, UnsupportedVideo
 from .records import VideoRecord
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
-from .video import FrameDecoder, analysis_size, local_path
+from .video import FrameDecoder, analysis_size, local_path, select_video_stream
 
 _CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)
 _NEIGHBOUR_MARGIN_DB = 0.5  # a neighbouring source frame may match a clip's end this much better (static shots)
@@ -180,11 +180,13 @@ def verify_clip(
     """
     try:
         with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                return f"the clip ({len(data)} bytes) has no video stream"
+            try:
+                stream = select_video_stream(container, "the clip")
+            except FilmweaverError as exc:
+                return f"the clip ({len(data)} bytes) has no usable video stream: {exc}"
             got: dict[str, np.ndarray] = {}
             n = 0
-            for frame in container.decode(container.streams.video[0]):
+            for frame in container.decode(stream):
                 rgb = frame.to_ndarray(format="rgb24")
                 got.setdefault("first", rgb)
                 got["last"] = rgb

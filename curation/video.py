@@ -168,7 +168,7 @@ def select_video_stream(container: av.container.InputContainer, uri: str) -> av.
     if stream.codec_context is None:
         raise UnsupportedVideo(
             f"{uri}: the codec of video stream {stream.index} is not one this FFmpeg build can decode "
-            f"(codec tag {stream.codec_tag or 'unknown'!r}); convert the file or use an FFmpeg that has it",
+            "; convert the file or use an FFmpeg that has its decoder",
             reason="unsupported-codec",
         )
     return stream
