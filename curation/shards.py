@@ -497,7 +497,8 @@ class DatasetWriter:
         marker = {
             "part": part,
             "shard": asdict(shard) if shard else None,
-            "videos": sorted(r.video.video_id for r in self._pending if r.video is not None),
+            # a 'duplicate' row finishes nothing: its content is finished by the original's commit
+            "videos": sorted(r.video.video_id for r in self._pending if r.video and r.video.status != "duplicate"),
             "stats": [[k, v.to_dict()] for k, v in self._stats.items()],  # pipeline order
             "provenance": _plain(self._provenance),
         }
