@@ -1,8 +1,11 @@
-"""Video I/O: probe, streaming decode at an analysis size, and frame-exact clip export.
+"""Video I/O: the main video stream, probe (the container's claims) and the streaming decode (the truth).
 
-Decoding uses PyAV (FFmpeg libraries) and never holds a whole video in memory. Clip export runs the
-FFmpeg binary shipped by ``imageio-ffmpeg`` through ``ffmpeg-python``. Frame indices count decoded frames
-from 0 in presentation order; times are presentation timestamps relative to the video stream's start.
+Decoding uses PyAV (FFmpeg libraries) and never holds a whole video in memory. The decoded stream is the
+truth: frame indices count decoded frames from 0 in presentation order (what a player shows: edit lists
+honoured), whatever the timestamps say; times are presentation times relative to the first frame, kept
+monotonic over timestamps that jump or restart (``FrameDecoder``, ``DecodeReport``). The container's frame
+count, duration and rate are kept only as ``container_*`` fields of the ``VideoRecord``. Clip export
+(``curation.export``) cuts by those frame indices with the same decoder.
 
 Rotation is the display-matrix angle as FFmpeg reports it (degrees counter-clockwise, one of 0/90/180/270):
 a frame is shown after rotating it by that angle, exactly as the ``ffmpeg`` CLI auto-rotates.
