@@ -80,7 +80,9 @@ class _ClipEncoder:
     def write(self, rgb: np.ndarray, time_s: float) -> None:
         if self._t0 is None:
             self._t0 = time_s
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        # converted here, not scaled straight from the decoder's YUV: PyAV's YUV-to-YUV area scaling gave
+        # clips twice the size at a lower PSNR than the source's frames
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
         self._pts = max(self._pts + 1, round((time_s - self._t0) / _CLIP_TIME_BASE))
         frame.pts, frame.time_base = self._pts, _CLIP_TIME_BASE
         self._out.mux(self._stream.encode(frame))
@@ -121,27 +123,33 @@ def cut_clips(
     waiting: list[tuple[Clip, list[np.ndarray]]] = []  # neighbour lists still missing the next frame
     stop = max((end for _, end in ranges), default=0)
     decoder = FrameDecoder(uri, size)
-    prev: np.ndarray | None = None
+
+    prev: av.VideoFrame | None = None  # the frame before, as decoded (converted only when a clip needs it)
     index = -1
     try:
-        for frame in decoder:
-            index = frame.index
-            _settle(waiting, frame.rgb, min_psnr)
-            waiting = []
+        for index, time_s, raw in decoder.decoded():
+            if index >= stop and not waiting:
+                break
+            # RGB at the export size by the analysis pass's own conversion; frames no clip needs stay as decoded
+            rgb = decoder.rgb(raw) if waiting or active or index in starts else None
+            if waiting:
+                _settle(waiting, rgb, min_psnr)
+                waiting = []
             if index >= stop:
                 break
             for clip in starts.get(index, []):
-                clip._ends["first"] = (frame.rgb, [] if prev is None else [prev])
-                waiting.append((clip, clip._ends["first"][1]))
+                before = [] if prev is None else [decoder.rgb(prev)]
+                clip._ends["first"] = (rgb, before)
+                waiting.append((clip, before))
                 active[id(clip)] = (clip, _ClipEncoder(size, video.fps, crf, preset))
             for key, (clip, encoder) in list(active.items()):
-                encoder.write(frame.rgb, frame.time_s)
+                encoder.write(rgb, time_s)
                 if index == clip.end_frame - 1:
-                    clip._ends["last"] = (frame.rgb, [] if prev is None else [prev])
+                    clip._ends["last"] = (rgb, [] if prev is None else [decoder.rgb(prev)])
                     waiting.append((clip, clip._ends["last"][1]))
                     clip.data = encoder.close()
                     del active[key]
-            prev = frame.rgb
+            prev = raw
     finally:
         for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
             clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
@@ -185,12 +193,15 @@ def verify_clip(
             except FilmweaverError as exc:
                 return f"the clip ({len(data)} bytes) has no usable video stream: {exc}"
             got: dict[str, np.ndarray] = {}
+            last = None
             n = 0
             for frame in container.decode(stream):
-                rgb = frame.to_ndarray(format="rgb24")
-                got.setdefault("first", rgb)
-                got["last"] = rgb
+                if n == 0:
+                    got["first"] = frame.to_ndarray(format="rgb24")
+                last = frame
                 n += 1
+            if last is not None:
+                got["last"] = last.to_ndarray(format="rgb24")
     except av.FFmpegError as exc:
         return f"the clip ({len(data)} bytes) cannot be decoded ({exc.strerror or exc})"
     if n != n_frames:

@@ -180,7 +180,8 @@ def select_video_stream(container: av.container.InputContainer, uri: str) -> av.
 # ---------------------------------------------------------------------------------------------- probe
 
 
-def _norm_rotation(angle: float | int | None) -> int:
+def norm_rotation(angle: float | int | None) -> int:
+    """A display-matrix angle (degrees, as FFmpeg reports it) as one of 0, 90, 180, 270."""
     return int(round((angle or 0) / 90.0)) % 4 * 90
 
 
@@ -240,7 +241,7 @@ def probe(uri: str) -> VideoRecord:
                 f"{uri} has {len(frames)} decodable frame(s); at least 2 are needed", reason="too-few-frames"
             )
         first = frames[0]
-        rotation = _norm_rotation(first.rotation)
+        rotation = norm_rotation(first.rotation)
         sar = _sar(stream)
         coded_w, coded_h = stream.codec_context.width or first.width, stream.codec_context.height or first.height
         width, height = display_size(coded_w, coded_h, sar, rotation)
@@ -343,14 +344,21 @@ class FrameDecoder:
     def __init__(self, uri: str, size: tuple[int, int] | None = None, threads: int = 0):
         self.uri, self.size, self.threads = uri, size, threads
         self.report = DecodeReport()
+        self._sar = Fraction(1)
 
     def __iter__(self) -> Iterator[Frame]:
+        for index, time_s, frame in self.decoded():
+            yield Frame(index, time_s, self.rgb(frame))
+
+    def decoded(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
+        """``(index, time_s, frame)`` with the frame as FFmpeg decoded it (coded size, rotation not applied),
+        for callers that convert it themselves (``rgb`` does what ``__iter__`` does); the same report."""
         report = self.report
         with _open_container(self.uri) as container:
             stream = select_video_stream(container, self.uri)
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
-            sar = _sar(stream)
+            self._sar = _sar(stream)
             tb = stream.time_base
             claimed_rate = stream.average_rate or stream.guessed_rate
             step = 1 / Fraction(claimed_rate) if claimed_rate else Fraction(1, 25)  # s per frame, nominal
@@ -377,7 +385,7 @@ class FrameDecoder:
                             t = t + (_median(gaps) or step)
                             seg_t, seg_pts = t, pts
                     prev_pts = pts
-                    yield Frame(index, float(t), self._rgb(frame, sar))
+                    yield index, float(t), frame
                     index += 1
                     report.n_frames = index
             except av.FFmpegError as exc:
@@ -397,9 +405,10 @@ class FrameDecoder:
                     f"(decoded {index} frames)"
                 )
 
-    def _rgb(self, frame: av.VideoFrame, sar: Fraction) -> np.ndarray:
-        rotation = _norm_rotation(frame.rotation)
-        w, h = self.size or display_size(frame.width, frame.height, sar, rotation)
+    def rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """A decoded frame as RGB uint8 HxWx3 at ``size`` in display orientation, pixels square."""
+        rotation = norm_rotation(frame.rotation)
+        w, h = self.size or display_size(frame.width, frame.height, self._sar, rotation)
         cw, ch = (h, w) if rotation in (90, 270) else (w, h)  # size before rotation
         if (cw, ch) == (frame.width, frame.height) and frame.format.name == "rgb24":
             rgb = frame.to_ndarray()
