@@ -46,7 +46,12 @@ class ShotsConfig(Section):
     transnet_confident: float = Field(
         0.9, description="hybrid: TransNetV2 cuts PySceneDetect missed are kept when their probability is this high."
     )
-    min_shot_frames: int = Field(8, description="Shots shorter than this many frames merge into a neighbour.")
+    min_shot_s: float = Field(
+        0.32, description="Shots shorter than this (seconds) merge into a neighbour (8 frames at 25 fps)."
+    )
+    min_shot_frames: int = Field(
+        2, description="Frame floor of min_shot_s: shots shorter than this many frames merge at any frame rate."
+    )
     device: str = Field("auto", description="Torch device for TransNetV2: 'auto', 'cpu' or 'cuda[:N]'.")
 
 
@@ -90,6 +95,9 @@ class ScenesConfig(Section):
 
 class FiltersConfig(Section):
     min_shot_s: float = Field(1.0, description="Shots shorter than this (seconds) are dropped: 'too-short'.")
+    min_shot_frames: int = Field(
+        2, description="Shots with fewer frames than this are dropped too, whatever their duration: 'too-short'."
+    )
     black_luma: float = Field(18.0, description="Shots whose mean luma (0-255) is below this: 'black'.")
     blank_contrast: float = Field(6.0, description="Shots whose luma std is below this are uniform: 'blank'.")
     static_motion: float = Field(
@@ -112,6 +120,12 @@ class ExportConfig(Section):
     preset: str = Field("veryfast", description="x264 preset of exported clips.")
     max_shot_s: float | None = Field(
         None, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."
+    )
+    verify_min_psnr: float = Field(
+        20.0,
+        description="Each exported clip's first and last frames must match the source's frames at those indices "
+        "with at least this PSNR (dB), and better than the neighbouring frames, or the shot is rejected "
+        "'clip-check-failed'.",
     )
 
 

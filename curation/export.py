@@ -1,16 +1,40 @@
-"""Clip export: a video's kept scenes become ``SceneUnit``s holding their shots as H.264 clips.
+"""Clip export: a video's kept scenes become ``SceneUnit``s holding their shots as verified H.264 clips.
 
 This is where the unit of work changes from a video to its scenes. Only kept shots of kept scenes are
-exported; a remote video is fetched once for all its clips (``video.local_path``), not once per clip.
+exported. Clips are cut by frame index, never by timestamp: one ``FrameDecoder`` pass over the source (the
+decoder, stream choice and frame counting of the analysis pass) routes frames ``[start_frame, end_frame)``
+of each shot to that shot's encoder (libx264 through PyAV), so joined files whose timestamps restart, edit
+lists and raw streams cut exactly where the shots are. The pass stops after the last wanted frame.
+
+Every clip is then opened and checked before it may enter a shard (``verify_clip``): it has a video
+stream, exactly the expected number of frames, and its first and last frames match the source's frames at
+those indices (PSNR >= ``export.verify_min_psnr``). A clip that fails is a reject row of its shot
+(``clip-check-failed``, with the measured values), never a sample; a scene left with fewer than
+``filters.min_scene_shots`` verified clips is dropped (``too-few-shots``). A remote video is fetched once
+for all its clips (``video.local_path``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
 
 from .config import CurateConfig
+from .errors import FilmweaverError, UnsupportedVideo
+from .records import VideoRecord
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
-from .video import export_clip, local_path
+from .video import FrameDecoder, analysis_size, local_path, select_video_stream
+
+_CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)
+_NEIGHBOUR_MARGIN_DB = 0.5  # a neighbouring source frame may match a clip's end this much better (static shots)
 
 
 def representative(keyframes: list[Keyframe]) -> Keyframe:
@@ -18,14 +42,216 @@ def representative(keyframes: list[Keyframe]) -> Keyframe:
     return keyframes[len(keyframes) // 2]
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB, 8-bit peak 255) of two same-shape uint8 images; inf when equal."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@dataclass
+class Clip:
+    """One exported clip of frames ``[start_frame, end_frame)``: its MP4 ``data`` once made and verified, or
+    the ``failure`` that keeps it out of every shard (then ``data`` is None)."""
+
+    start_frame: int
+    end_frame: int
+    data: bytes | None = None
+    failure: str | None = None
+    # source frames (RGB, export size) the check compares with: each end and its neighbours
+    _ends: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict, repr=False)
+
+
+class _ClipEncoder:
+    """H.264 yuv420p MP4 (+faststart, which needs a file: a temporary one) fed RGB frames with source times."""
+
+    def __init__(self, size: tuple[int, int], fps: Fraction, crf: int, preset: str):
+        self._tmp = tempfile.TemporaryDirectory(prefix="fw-clip-")
+        self._path = os.path.join(self._tmp.name, "clip.mp4")
+        self._out = av.open(self._path, mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._stream = self._out.add_stream("libx264", rate=fps if fps > 0 else Fraction(25))
+        self._stream.width, self._stream.height = size
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = _CLIP_TIME_BASE
+        self._stream.codec_context.time_base = _CLIP_TIME_BASE
+        self._stream.options = {"crf": str(crf), "preset": preset}
+        self._t0: float | None = None
+        self._pts = -1
+
+    def write(self, rgb: np.ndarray, time_s: float) -> None:
+        if self._t0 is None:
+            self._t0 = time_s
+        # converted here, not scaled straight from the decoder's YUV: PyAV's YUV-to-YUV area scaling gave
+        # clips twice the size at a lower PSNR than the source's frames
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        self._pts = max(self._pts + 1, round((time_s - self._t0) / _CLIP_TIME_BASE))
+        frame.pts, frame.time_base = self._pts, _CLIP_TIME_BASE
+        self._out.mux(self._stream.encode(frame))
+
+    def close(self) -> bytes:
+        try:
+            self._out.mux(self._stream.encode(None))
+            self._out.close()
+            with open(self._path, "rb") as f:
+                return f.read()
+        finally:
+            self._tmp.cleanup()
+
+
+def cut_clips(
+    uri: str,
+    video: VideoRecord,
+    ranges: list[tuple[int, int]],
+    short_side: int,
+    crf: int,
+    preset: str,
+    min_psnr: float = 20.0,
+) -> list[Clip]:
+    """Verified clips of frames ``[start, end)`` of ``uri``, one per range in the given order, from one decode
+    pass (frame indices as the analysis counted them; ``verify_clip`` runs as soon as a clip's source frames
+    are seen, so memory holds only open clips). Display orientation, square pixels, short side
+    ``min(short_side, source short side)``, even dims. A range the source ends inside or before gives a
+    ``Clip`` with ``failure`` set. Raises ``ValueError`` for an empty range."""
+    for start, end in ranges:
+        if not 0 <= start < end:
+            raise ValueError(f"bad frame range [{start}, {end})")
+    size = analysis_size(video.width, video.height, short_side)
+    clips = [Clip(start, end) for start, end in ranges]
+    starts: dict[int, list[Clip]] = {}
+    for clip in clips:
+        starts.setdefault(clip.start_frame, []).append(clip)
+    active: dict[int, tuple[Clip, _ClipEncoder]] = {}
+    waiting: list[tuple[Clip, list[np.ndarray]]] = []  # neighbour lists still missing the next frame
+    stop = max((end for _, end in ranges), default=0)
+    decoder = FrameDecoder(uri, size)
+
+    prev: av.VideoFrame | None = None  # the frame before, as decoded (converted only when a clip needs it)
+    index = -1
+    try:
+        for index, time_s, raw in decoder.decoded():
+            if index >= stop and not waiting:
+                break
+            # RGB at the export size by the analysis pass's own conversion; frames no clip needs stay as decoded
+            rgb = decoder.rgb(raw) if waiting or active or index in starts else None
+            if waiting:
+                _settle(waiting, rgb, min_psnr)
+                waiting = []
+            if index >= stop:
+                break
+            for clip in starts.get(index, []):
+                before = [] if prev is None else [decoder.rgb(prev)]
+                clip._ends["first"] = (rgb, before)
+                waiting.append((clip, before))
+                active[id(clip)] = (clip, _ClipEncoder(size, video.fps, crf, preset))
+            for key, (clip, encoder) in list(active.items()):
+                encoder.write(rgb, time_s)
+                if index == clip.end_frame - 1:
+                    clip._ends["last"] = (rgb, [] if prev is None else [decoder.rgb(prev)])
+                    waiting.append((clip, clip._ends["last"][1]))
+                    clip.data = encoder.close()
+                    del active[key]
+            prev = raw
+    finally:
+        for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
+            clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
+            with contextlib.suppress(av.FFmpegError):
+                encoder.close()
+    _settle(waiting, None, min_psnr)
+    for clip in clips:
+        if clip.data is None and clip.failure is None:
+            n = decoder.report.n_frames
+            clip.failure = f"clip start frame {clip.start_frame} is past the last decoded frame ({n} frames)"
+        clip.data = None if clip.failure else clip.data
+    return clips
+
+
+def _settle(waiting: list[tuple[Clip, list[np.ndarray]]], rgb: np.ndarray | None, min_psnr: float) -> None:
+    """Give each waiting neighbour list the frame that followed (None: the source ended), then verify the
+    clips that have everything they are checked against."""
+    for _, neighbours in waiting:
+        if rgb is not None:
+            neighbours.append(rgb)
+    for clip in {id(c): c for c, _ in waiting}.values():
+        if clip.data is not None and clip.failure is None and "last" in clip._ends:
+            clip.failure = verify_clip(clip.data, clip.end_frame - clip.start_frame, clip._ends, min_psnr)
+            clip._ends = {}
+
+
+def verify_clip(
+    data: bytes, n_frames: int, ends: dict[str, tuple[np.ndarray, list[np.ndarray]]], min_psnr: float
+) -> str | None:
+    """Why an exported clip must not enter a shard, or None when it is right.
+
+    Right means: a video stream; exactly ``n_frames`` frames; its ``first`` and ``last`` frames match the
+    source frames at those indices (``ends[name] = (source, neighbours)``) with PSNR >= ``min_psnr`` dB, and
+    match them at least as well as the source's neighbouring frames (``_NEIGHBOUR_MARGIN_DB``), so a clip
+    shifted by one frame fails even where a lossy encode keeps PSNR low (small, detailed pictures).
+    """
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            try:
+                stream = select_video_stream(container, "the clip")
+            except FilmweaverError as exc:
+                return f"the clip ({len(data)} bytes) has no usable video stream: {exc}"
+            got: dict[str, np.ndarray] = {}
+            last = None
+            n = 0
+            for frame in container.decode(stream):
+                if n == 0:
+                    got["first"] = frame.to_ndarray(format="rgb24")
+                last = frame
+                n += 1
+            if last is not None:
+                got["last"] = last.to_ndarray(format="rgb24")
+    except av.FFmpegError as exc:
+        return f"the clip ({len(data)} bytes) cannot be decoded ({exc.strerror or exc})"
+    if n != n_frames:
+        return f"the clip has {n} frames, its shot {n_frames}"
+    for name, (source, neighbours) in ends.items():
+        ours = got[name]
+        if ours.shape != source.shape:
+            shapes = f"{ours.shape[1]}x{ours.shape[0]}, the source's {source.shape[1]}x{source.shape[0]}"
+            return f"the clip's {name} frame is {shapes}"
+        quality = psnr(ours, source)
+        if quality < min_psnr:
+            return f"the clip's {name} frame differs from the source's: PSNR {quality:.1f} dB < {min_psnr:g} dB"
+        closer = max((psnr(ours, x) for x in neighbours), default=-math.inf)
+        if closer > quality + _NEIGHBOUR_MARGIN_DB:
+            return (
+                f"the clip's {name} frame matches a neighbouring source frame ({closer:.1f} dB) better than its "
+                f"own ({quality:.1f} dB): the clip is shifted"
+            )
+    return None
+
+
+def export_clip(
+    uri: str, video: VideoRecord, start_frame: int, end_frame: int, short_side: int, crf: int, preset: str
+) -> bytes:
+    """MP4 bytes of frames ``[start_frame, end_frame)`` of ``uri`` (``cut_clips`` for one range, the end
+    clamped to ``video.n_frames``). Raises ``UnsupportedVideo(reason='bad-range')`` when the range starts
+    past the last frame or the source ends inside it."""
+    if not 0 <= start_frame < end_frame:
+        raise ValueError(f"bad frame range [{start_frame}, {end_frame})")
+    if video.n_frames and start_frame >= video.n_frames:
+        raise UnsupportedVideo(
+            f"{uri}: clip start frame {start_frame} is past the last frame ({video.n_frames} frames)",
+            reason="bad-range",
+        )
+    end = min(end_frame, video.n_frames or end_frame)
+    (clip,) = cut_clips(uri, video, [(start_frame, end)], short_side, crf, preset)
+    if clip.data is None:
+        raise UnsupportedVideo(f"{uri}: {clip.failure}", reason="bad-range")
+    return clip.data
+
+
 class ClipExporter(Stage):
-    """VideoUnit -> one SceneUnit per kept scene, with each kept shot exported per ``config.export``."""
+    """VideoUnit -> one SceneUnit per kept scene, each kept shot exported per ``config.export`` and verified."""
 
     name = "export"
 
     def __init__(self, config: CurateConfig, out_dir: str | None = None):
         super().__init__()
         self.config = config.export
+        self.min_scene_shots = config.filters.min_scene_shots
 
     def _end_frame(self, unit: VideoUnit, start: int, end: int) -> int:
         cap = self.config.max_shot_s
@@ -36,36 +262,40 @@ class ClipExporter(Stage):
 
     def process(self, unit: VideoUnit) -> list[SceneUnit]:
         by_id = {s.shot_id: i for i, s in enumerate(unit.shots)}
-        scenes: list[SceneUnit] = []
         kept_scenes = [s for s in unit.scenes if s.kept]
         if not kept_scenes:
-            return scenes
+            return []
+        members = [[by_id[sid] for sid in scene.shot_ids if unit.shots[by_id[sid]].kept] for scene in kept_scenes]
+        wanted = sorted({i for idx in members for i in idx})
+        shots = [unit.shots[i] for i in wanted]
+        ranges = [(s.start_frame, self._end_frame(unit, s.start_frame, s.end_frame)) for s in shots]
         with local_path(unit.video.uri) as src:
-            for scene in kept_scenes:
-                idx = [by_id[sid] for sid in scene.shot_ids if unit.shots[by_id[sid]].kept]
-                shots = [unit.shots[i] for i in idx]
-                clips = [
-                    export_clip(
-                        src,
-                        unit.video,
-                        s.start_frame,
-                        self._end_frame(unit, s.start_frame, s.end_frame),
-                        self.config.short_side,
-                        self.config.crf,
-                        self.config.preset,
-                    )
-                    for s in shots
-                ]
-                self.stats.counts["clips"] += len(clips)
-                self.stats.counts["clip_bytes"] += sum(map(len, clips))
-                scenes.append(
-                    SceneUnit(
-                        scene=scene,
-                        video=unit.video,
-                        shots=shots,
-                        keyframes=[representative(unit.keyframes[i]) for i in idx],
-                        embeddings=unit.embeddings[idx],
-                        clips=clips,
-                    )
+            cfg = self.config
+            cut = cut_clips(src, unit.video, ranges, cfg.short_side, cfg.crf, cfg.preset, cfg.verify_min_psnr)
+        clips: dict[int, bytes] = {}
+        for i, clip in zip(wanted, cut):
+            if clip.data is not None:
+                clips[i] = clip.data
+            else:
+                self.reject_child(unit, unit.shots[i].shot_id, "clip-check-failed", clip.failure)
+        self.stats.counts["clips"] += len(clips)
+        self.stats.counts["clip_bytes"] += sum(map(len, clips.values()))
+        scenes: list[SceneUnit] = []
+        for scene, idx in zip(kept_scenes, members):
+            idx = [i for i in idx if i in clips]
+            if len(idx) < self.min_scene_shots:
+                detail = f"{len(idx)} shots with verified clips < min_scene_shots {self.min_scene_shots}"
+                scene.kept, scene.reject_reason = False, "too-few-shots"
+                self.reject_child(unit, scene.scene_id, "too-few-shots", detail)
+                continue
+            scenes.append(
+                SceneUnit(
+                    scene=scene,
+                    video=unit.video,
+                    shots=[unit.shots[i] for i in idx],
+                    keyframes=[representative(unit.keyframes[i]) for i in idx],
+                    embeddings=unit.embeddings[idx],
+                    clips=[clips[i] for i in idx],
                 )
+            )
         return scenes

@@ -37,6 +37,8 @@ class ShotFilter(Stage):
         c = self.config
         if shot.duration_s < c.min_shot_s:
             return "too-short", f"duration {shot.duration_s:.3f}s < min_shot_s {c.min_shot_s}"
+        if shot.n_frames < c.min_shot_frames:
+            return "too-short", f"{shot.n_frames} frames < min_shot_frames {c.min_shot_frames}"
         if shot.brightness < c.black_luma:
             return "black", f"mean luma {shot.brightness:.2f} < black_luma {c.black_luma}"
         if shot.contrast < c.blank_contrast:

@@ -55,7 +55,13 @@ def scene_id(video_id: str, index: int) -> str:
 
 @dataclass
 class VideoRecord:
-    """One input video. ``status`` is ``ok`` or ``rejected``; times in seconds, fps as num/den."""
+    """One input video. ``status`` is ``ok``, ``rejected`` or ``duplicate``; times in seconds, fps as num/den.
+
+    ``n_frames``, ``duration_s`` and ``fps`` are those of the frames the analysis pass decoded (what a player
+    shows: edit lists honoured, timestamp jumps ignored); until then, and for a video rejected before it,
+    they hold the container's claims, which the ``container_*`` fields keep (None when the container
+    makes none).
+    """
 
     video_id: str
     uri: str
@@ -76,6 +82,14 @@ class VideoRecord:
     variable_fps: bool = False
     n_shots: int = 0
     n_scenes: int = 0
+    # decode truth beside container claims (curation.video)
+    stream_index: int = 0  # container stream index of the main video stream
+    container_duration_s: float | None = None
+    container_n_frames: int | None = None
+    container_fps: float | None = None
+    partial: bool = False  # decoding stopped early (damage); only the complete shots before it are kept
+    partial_reason: str | None = None
+    duplicate_of: str | None = None  # status 'duplicate': uri of the input with the same content
 
     @property
     def fps(self) -> Fraction:
@@ -196,6 +210,13 @@ VIDEO_SCHEMA = pa.schema(
         ("variable_fps", pa.bool_()),
         ("n_shots", pa.int32()),
         ("n_scenes", pa.int32()),
+        ("stream_index", pa.int32()),
+        ("container_duration_s", pa.float64()),
+        ("container_n_frames", pa.int64()),
+        ("container_fps", pa.float64()),
+        ("partial", pa.bool_()),
+        ("partial_reason", pa.string()),
+        ("duplicate_of", pa.string()),
     ]
 )
 

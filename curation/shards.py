@@ -497,7 +497,8 @@ class DatasetWriter:
         marker = {
             "part": part,
             "shard": asdict(shard) if shard else None,
-            "videos": sorted(r.video.video_id for r in self._pending if r.video is not None),
+            # a 'duplicate' row finishes nothing: its content is finished by the original's commit
+            "videos": sorted(r.video.video_id for r in self._pending if r.video and r.video.status != "duplicate"),
             "stats": [[k, v.to_dict()] for k, v in self._stats.items()],  # pipeline order
             "provenance": _plain(self._provenance),
         }
@@ -569,10 +570,13 @@ def finalize(out_dir: str, run_info: dict[str, Any] | None = None) -> dict[str, 
             provenance.setdefault(k, []).append(v)
     videos, shots, scenes, captions = (manifests[k] for k in ("videos", "shots", "scenes", "captions"))
     ok = [v for v in videos if v.status == "ok"]
+    duplicates = sum(v.status == "duplicate" for v in videos)
     counts = {
         "videos": len(videos),
         "videos_ok": len(ok),
-        "videos_rejected": len(videos) - len(ok),
+        "videos_rejected": len(videos) - len(ok) - duplicates,
+        "videos_duplicate": duplicates,
+        "videos_partial": sum(v.partial for v in ok),
         "hours": round(sum(v.duration_s for v in ok) / 3600, 4),
         "shots": len(shots),
         "shots_kept": sum(s.kept for s in shots),

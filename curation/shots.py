@@ -17,8 +17,13 @@ while decoding, in bounded memory).
 - ``auto``: TransNetV2 on CUDA, PySceneDetect on CPU (TransNetV2 runs at tens of frames/s on a CPU).
 
 A boundary's ``frame`` is the first frame of the new shot; a gradual transition's boundary is its middle
-frame. Boundaries closer than ``shots.min_shot_frames`` to each other (or to either end of the video) are
-resolved by dropping the weaker one, which merges the short shot into the neighbour across that boundary.
+frame. Boundaries closer than ``shots.min_shot_s`` seconds (at least ``shots.min_shot_frames`` frames) to
+each other (or to either end of the video) are resolved by dropping the weaker one, which merges the short
+shot into the neighbour across that boundary; seconds, so 2 fps and 120 fps footage split alike.
+
+Frame indices and times come from one ``FrameDecoder`` pass, whose report then replaces the probe's frame
+count, duration and rate (``DecodeReport.apply``). When decoding stops early on damage, the shot it was in
+is incomplete: it is marked not kept (``damaged``) and the video ``partial``; the shots before it stay.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import queue
 import random
 import threading
@@ -43,7 +49,7 @@ from .embed import resolve_device
 from .errors import MissingDependency, UnreadableVideo
 from .records import ShotRecord, VideoRecord, shot_id
 from .stage import Keyframe, Stage, VideoUnit
-from .video import Frame, analysis_size, iter_frames, probe
+from .video import Frame, FrameDecoder, analysis_size, probe
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +564,7 @@ class ShotSplitter(Stage):
         else:
             cuts, transnet = SceneDetectBoundaries(cfg, fps), TransNetBoundaries(cfg, self._model)
             det = HybridBoundaries(cuts, transnet, cfg.transnet_confident)
-        return _MinShotFilter(det, cfg.min_shot_frames)
+        return _MinShotFilter(det, min_shot_frames(cfg, fps))
 
     def process(self, unit: VideoUnit) -> VideoUnit:
         video = unit.video
@@ -569,7 +575,7 @@ class ShotSplitter(Stage):
         builder = _ShotBuilder(video, self.config.keyframes.mode, self.config.keyframes.jpeg_quality)
         prev: np.ndarray | None = None
         n = 0
-        frames = iter_frames(video.uri, size=size, threads=self.config.video.decode_threads)
+        frames = FrameDecoder(video.uri, size=size, threads=self.config.video.decode_threads)
         for frame in _prefetch(frames, _PREFETCH_FRAMES):
             # bilinear: under 2x it looks the same to the detectors and costs a tenth of INTER_AREA
             small = frame.rgb
@@ -584,13 +590,33 @@ class ShotSplitter(Stage):
             n += 1
         if n == 0:
             raise UnreadableVideo(f"{video.uri}: no frame could be decoded", reason="no-frames")
+        frames.report.apply(video)  # decoded frame count, duration and rate replace the container's claims
         builder.finish(detector.finish())
         unit.shots, unit.keyframes = builder.shots, builder.keyframes
+        if video.partial:
+            self._drop_damaged(unit)
         unit.video.n_shots = len(builder.shots)
         self.stats.counts["frames"] += n
         self.stats.counts["shots"] += len(builder.shots)
         self.stats.counts["gradual"] += sum(s.transition_in == "gradual" for s in builder.shots)
         return unit
+
+    def _drop_damaged(self, unit: VideoUnit) -> None:
+        """A partial video's last shot ends where decoding stopped, not at a cut: it is dropped as incomplete."""
+        video = unit.video
+        if len(unit.shots) < 2:
+            raise UnreadableVideo(
+                f"{video.uri}: {video.partial_reason}; no complete shot decoded before the damage", reason="truncated"
+            )
+        last = unit.shots[-1]
+        last.kept, last.reject_reason = False, "damaged"
+        self.reject_child(unit, last.shot_id, "damaged", f"incomplete: {video.partial_reason}")
+
+
+def min_shot_frames(config: ShotsConfig, fps: Fraction) -> int:
+    """Shortest shot in frames at ``fps``: ``min_shot_s`` seconds, at least ``min_shot_frames``."""
+    rate = float(fps) if fps > 0 else 25.0
+    return max(config.min_shot_frames, math.ceil(config.min_shot_s * rate - 1e-9))
 
 
 def detect_shots(uri: str, config: CurateConfig | None = None) -> list[ShotRecord]:

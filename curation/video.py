@@ -1,8 +1,11 @@
-"""Video I/O: probe, streaming decode at an analysis size, and frame-exact clip export.
+"""Video I/O: the main video stream, probe (the container's claims) and the streaming decode (the truth).
 
-Decoding uses PyAV (FFmpeg libraries) and never holds a whole video in memory. Clip export runs the
-FFmpeg binary shipped by ``imageio-ffmpeg`` through ``ffmpeg-python``. Frame indices count decoded frames
-from 0 in presentation order; times are presentation timestamps relative to the video stream's start.
+Decoding uses PyAV (FFmpeg libraries) and never holds a whole video in memory. The decoded stream is the
+truth: frame indices count decoded frames from 0 in presentation order (what a player shows: edit lists
+honoured), whatever the timestamps say; times are presentation times relative to the first frame, kept
+monotonic over timestamps that jump or restart (``FrameDecoder``, ``DecodeReport``). The container's frame
+count, duration and rate are kept only as ``container_*`` fields of the ``VideoRecord``. Clip export
+(``curation.export``) cuts by those frame indices with the same decoder.
 
 Rotation is the display-matrix angle as FFmpeg reports it (degrees counter-clockwise, one of 0/90/180/270):
 a frame is shown after rotating it by that angle, exactly as the ``ffmpeg`` CLI auto-rotates.
@@ -15,12 +18,11 @@ filesystems.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 
 _VFR_PACKETS = 600  # packets demuxed by probe to judge whether the frame rate is variable
 _VFR_TOLERANCE = 0.15  # a frame gap this far (relative) from the median gap counts as irregular
+_MAX_PTS_GAP_S = 10  # a forward timestamp step longer than this (s) is a discontinuity, not a long frame
+_RATE_WINDOW = 64  # recent frame intervals whose median stands in for a frame's duration
+_SHORT_DECODE = 0.9  # a clean decode shorter than this share of the container's claimed duration is damage
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,20 @@ def content_id(uri: str) -> str:
     return video_id_for_file(path, filesystem=fs)
 
 
+_NOT_MOVING = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
+_UNSUPPORTED = (av.DecoderNotFoundError, av.DemuxerNotFoundError, av.PatchWelcomeError)
+
+
 @contextlib.contextmanager
 def _open_container(uri: str) -> Iterator[av.container.InputContainer]:
     with open_input(uri) as src:
         try:
             container = av.open(src, mode="r", metadata_errors="ignore")
+        except _UNSUPPORTED as exc:
+            raise UnsupportedVideo(
+                f"{uri}: this FFmpeg build cannot read the file's container ({exc.strerror or exc})",
+                reason="unsupported-container",
+            ) from None
         except av.FFmpegError as exc:
             raise UnreadableVideo(
                 f"cannot open {uri} as a video ({exc.strerror or exc}); the file is corrupt, truncated or "
@@ -129,17 +143,45 @@ def _open_container(uri: str) -> Iterator[av.container.InputContainer]:
             container.close()
 
 
-def _video_stream(container: av.container.InputContainer, uri: str) -> av.video.stream.VideoStream:
-    if not container.streams.video:
+def _area(stream: av.video.stream.VideoStream) -> int:
+    cc = stream.codec_context
+    return (cc.width * cc.height) if cc is not None else 0
+
+
+def select_video_stream(container: av.container.InputContainer, uri: str) -> av.video.stream.VideoStream:
+    """The main video stream of a container, the same on every open.
+
+    Attached pictures (cover art) and timed thumbnails are not candidates; of the others the largest
+    picture wins (a small preview stream placed first loses to the main picture), then the one whose
+    disposition is ``default``, then the lowest index. Raises ``UnreadableVideo`` (``no-video-stream``,
+    ``cover-art-only``) or ``UnsupportedVideo`` (``unsupported-codec``: no decoder in this FFmpeg build).
+    """
+    streams = list(container.streams.video)
+    if not streams:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise UnreadableVideo(f"{uri} has no video stream (streams: {', '.join(kinds)})", reason="no-video-stream")
-    return container.streams.video[0]
+    moving = [s for s in streams if not s.disposition & _NOT_MOVING]
+    if not moving:
+        audio = "audio with cover art" if container.streams.audio else "cover art only"
+        raise UnreadableVideo(
+            f"{uri} is {audio}: its only picture is an attached picture, not a video", reason="cover-art-only"
+        )
+    default = av.stream.Disposition.default
+    stream = min(moving, key=lambda s: (-_area(s), not s.disposition & default, s.index))
+    if stream.codec_context is None:
+        raise UnsupportedVideo(
+            f"{uri}: the codec of video stream {stream.index} is not one this FFmpeg build can decode "
+            "; convert the file or use an FFmpeg that has its decoder",
+            reason="unsupported-codec",
+        )
+    return stream
 
 
 # ---------------------------------------------------------------------------------------------- probe
 
 
-def _norm_rotation(angle: float | int | None) -> int:
+def norm_rotation(angle: float | int | None) -> int:
+    """A display-matrix angle (degrees, as FFmpeg reports it) as one of 0, 90, 180, 270."""
     return int(round((angle or 0) / 90.0)) % 4 * 90
 
 
@@ -170,14 +212,15 @@ def probe(uri: str) -> VideoRecord:
     """Every ``VideoRecord`` field of the video at ``uri``; typed errors for unusable files.
 
     Decodes only the first two frames and demuxes (without decoding) the first few hundred packets to tell
-    a variable frame rate. ``n_frames`` is exact when the container indexes frames (MP4), else estimated
-    from duration and average rate.
+    a variable frame rate. ``n_frames``, ``duration_s`` and the frame rate are the container's claims (also
+    kept as ``container_*``; ``n_frames`` estimated from duration and rate when the container has no
+    index); the analysis pass replaces them with what it decodes (``DecodeReport.apply``).
     """
     size = _file_size(uri)
     if size == 0:
         raise UnreadableVideo(f"{uri} is empty (0 bytes); re-copy or re-download it", reason="empty")
     with _open_container(uri) as container:
-        stream = _video_stream(container, uri)
+        stream = select_video_stream(container, uri)
         pts: list[int] = []
         frames: list[av.VideoFrame] = []
         try:
@@ -198,22 +241,19 @@ def probe(uri: str) -> VideoRecord:
                 f"{uri} has {len(frames)} decodable frame(s); at least 2 are needed", reason="too-few-frames"
             )
         first = frames[0]
-        rotation = _norm_rotation(first.rotation)
+        rotation = norm_rotation(first.rotation)
         sar = _sar(stream)
         coded_w, coded_h = stream.codec_context.width or first.width, stream.codec_context.height or first.height
         width, height = display_size(coded_w, coded_h, sar, rotation)
-        tb = stream.time_base
-        if stream.duration and tb:
-            duration = float(stream.duration * tb)
-        elif container.duration:
-            duration = container.duration / av.time_base
-        else:
-            duration = 0.0
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        claimed_duration = _claimed_duration(container, stream)
+        duration = claimed_duration or 0.0
+        claimed_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = claimed_rate
         n_frames = int(stream.frames or 0)
         if not rate and n_frames and duration:
             rate = Fraction(n_frames / duration).limit_denominator(1001)
         rate = Fraction(rate) if rate else Fraction(0)
+        claimed_frames = n_frames or None
         if not n_frames:
             n_frames = max(2, round(duration * rate))
         name = container.format.name.split(",")
@@ -235,7 +275,21 @@ def probe(uri: str) -> VideoRecord:
             container=suffix if suffix in name else name[0],
             bytes=size,
             variable_fps=_is_variable(pts),
+            stream_index=stream.index,
+            container_duration_s=claimed_duration,
+            container_n_frames=claimed_frames,
+            container_fps=float(claimed_rate) if claimed_rate else None,
         )
+
+
+def _claimed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds the container claims for the video stream (its own duration, else the file's when the video
+    is the only stream); None when it claims nothing (raw streams, WebM written to a pipe)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
 
 
 # --------------------------------------------------------------------------------------------- decode
@@ -252,127 +306,133 @@ def analysis_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return even(width * scale, width), even(height * scale, height)
 
 
+@dataclass
+class DecodeReport:
+    """What one decode pass of a video's main stream found: the truth behind its frame count and times.
+
+    ``duration_s`` runs from the first frame's time to the last frame's end; ``fps`` is the container's
+    rate when the decoded frames keep it (within 2 %), else frames per second of the decode.
+    ``timestamp_jumps`` counts timestamps that went back or leapt over ``_MAX_PTS_GAP_S`` (joined files,
+    broken muxers): frame times continue one frame later and frame indices never change. ``damage`` says
+    why decoding stopped before the end of the stream, None when it ran to the end.
+    """
+
+    n_frames: int = 0
+    duration_s: float = 0.0
+    fps: Fraction = Fraction(0)
+    timestamp_jumps: int = 0
+    damage: str | None = None
+
+    def apply(self, video: VideoRecord) -> None:
+        """Make ``video``'s ``n_frames``, ``duration_s`` and fps the decoded ones; mark it partial on damage."""
+        video.n_frames, video.duration_s = self.n_frames, self.duration_s
+        video.fps_num, video.fps_den = self.fps.numerator, self.fps.denominator
+        video.partial, video.partial_reason = self.damage is not None, self.damage
+
+
+class FrameDecoder:
+    """One pass over the main video stream of ``uri``: ``Frame``s in presentation order, then ``report``.
+
+    Frames are scaled by FFmpeg to ``size`` ``(w, h)`` in display orientation (None: display size), pixels
+    square, rotation applied. Frame ``index`` counts decoded frames from 0, whatever the timestamps say;
+    ``time_s`` is the presentation time relative to the first frame, monotonic (see ``DecodeReport``).
+    Decoding errors part-way do not raise: iteration ends and ``report.damage`` says what happened; a
+    stream that ends cleanly well before the duration its container claims is damage too (a truncated
+    file). Iterate once.
+    """
+
+    def __init__(self, uri: str, size: tuple[int, int] | None = None, threads: int = 0):
+        self.uri, self.size, self.threads = uri, size, threads
+        self.report = DecodeReport()
+        self._sar = Fraction(1)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, time_s, frame in self.decoded():
+            yield Frame(index, time_s, self.rgb(frame))
+
+    def decoded(self) -> Iterator[tuple[int, float, av.VideoFrame]]:
+        """``(index, time_s, frame)`` with the frame as FFmpeg decoded it (coded size, rotation not applied),
+        for callers that convert it themselves (``rgb`` does what ``__iter__`` does); the same report."""
+        report = self.report
+        with _open_container(self.uri) as container:
+            stream = select_video_stream(container, self.uri)
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self.threads
+            self._sar = _sar(stream)
+            tb = stream.time_base
+            claimed_rate = stream.average_rate or stream.guessed_rate
+            step = 1 / Fraction(claimed_rate) if claimed_rate else Fraction(1, 25)  # s per frame, nominal
+            seg_t, seg_pts, prev_pts = Fraction(0), None, None  # current run of well-behaved timestamps
+            t = Fraction(0)
+            gaps: deque[Fraction] = deque(maxlen=_RATE_WINDOW)
+            index = 0
+            try:
+                for frame in container.decode(stream):
+                    pts = frame.pts if tb else None
+                    if index == 0:
+                        t = Fraction(0)
+                        seg_pts = pts
+                    elif pts is None or seg_pts is None or prev_pts is None:
+                        t = t + step
+                        seg_t, seg_pts = t, pts
+                    else:
+                        gap = (pts - prev_pts) * tb
+                        if 0 < gap <= _MAX_PTS_GAP_S:
+                            gaps.append(gap)
+                            t = seg_t + (pts - seg_pts) * tb
+                        else:
+                            report.timestamp_jumps += 1
+                            t = t + (_median(gaps) or step)
+                            seg_t, seg_pts = t, pts
+                    prev_pts = pts
+                    yield index, float(t), frame
+                    index += 1
+                    report.n_frames = index
+            except av.FFmpegError as exc:
+                report.damage = f"decoding stopped after frame {index} ({exc.strerror or exc})"
+            last = _median(gaps) or step
+            report.duration_s = float(t + last) if index else 0.0
+            if report.duration_s and index:
+                measured = index / report.duration_s
+                if claimed_rate and abs(measured - float(claimed_rate)) <= 0.02 * float(claimed_rate):
+                    report.fps = Fraction(claimed_rate)
+                else:
+                    report.fps = Fraction(measured).limit_denominator(1001)
+            claimed = _claimed_duration(container, stream)
+            if report.damage is None and claimed and report.duration_s < _SHORT_DECODE * claimed - float(last):
+                report.damage = (
+                    f"the frames end at {report.duration_s:.2f} s of the {claimed:.2f} s the container claims "
+                    f"(decoded {index} frames)"
+                )
+
+    def rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """A decoded frame as RGB uint8 HxWx3 at ``size`` in display orientation, pixels square."""
+        rotation = norm_rotation(frame.rotation)
+        w, h = self.size or display_size(frame.width, frame.height, self._sar, rotation)
+        cw, ch = (h, w) if rotation in (90, 270) else (w, h)  # size before rotation
+        if (cw, ch) == (frame.width, frame.height) and frame.format.name == "rgb24":
+            rgb = frame.to_ndarray()
+        else:
+            rgb = frame.reformat(width=cw, height=ch, format="rgb24", interpolation="AREA").to_ndarray()
+        if rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
+        return rgb
+
+
+def _median(values: deque[Fraction]) -> Fraction | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
 def iter_frames(uri: str, size: tuple[int, int] | None = None, threads: int = 0) -> Iterator[Frame]:
-    """Decode ``uri`` frame by frame, scaled by FFmpeg to ``size`` ``(w, h)`` in display orientation.
+    """Decode ``uri`` frame by frame (``FrameDecoder``), raising at the end of a damaged stream.
 
-    ``size`` None keeps the display size. Pixels are square and rotation is applied. Raises
-    ``UnreadableVideo(reason='truncated')`` when the data ends in an error part-way.
+    Raises ``UnreadableVideo(reason='truncated')`` after the last good frame when decoding stopped early;
+    callers that keep what decoded before the damage use ``FrameDecoder`` and its ``report``.
     """
-    with _open_container(uri) as container:
-        stream = _video_stream(container, uri)
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
-        sar = _sar(stream)
-        tb = stream.time_base
-        start = stream.start_time if stream.start_time is not None else None
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        index = 0
-        try:
-            for frame in container.decode(stream):
-                rotation = _norm_rotation(frame.rotation)
-                w, h = size or display_size(frame.width, frame.height, sar, rotation)
-                cw, ch = (h, w) if rotation in (90, 270) else (w, h)  # size before rotation
-                if (cw, ch) == (frame.width, frame.height) and frame.format.name == "rgb24":
-                    rgb = frame.to_ndarray()
-                else:
-                    rgb = frame.reformat(width=cw, height=ch, format="rgb24", interpolation="AREA").to_ndarray()
-                if rotation:
-                    rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
-                if frame.pts is not None and tb:
-                    if start is None:
-                        start = frame.pts
-                    t = float((frame.pts - start) * tb)
-                else:
-                    t = float(index / rate)
-                yield Frame(index, t, rgb)
-                index += 1
-        except av.FFmpegError as exc:
-            raise UnreadableVideo(
-                f"decoding {uri} failed after frame {index} ({exc.strerror or exc}); the file is truncated or corrupt",
-                reason="truncated",
-            ) from None
-        expected = int(stream.frames or 0)
-        if expected and index < expected * 0.9:
-            raise UnreadableVideo(
-                f"{uri} ended after {index} of {expected} indexed frames; the file is truncated",
-                reason="truncated",
-            )
-
-
-# --------------------------------------------------------------------------------------------- export
-
-
-@functools.lru_cache(maxsize=8)
-def frame_times(uri: str, video_id: str) -> tuple[float, ...]:
-    """Presentation time (s, relative to the container start) of every frame, from packets (no decode).
-
-    Cached per video: clip export of many shots of one video demuxes it once. ``video_id`` keys the cache
-    so a changed file is read again.
-    """
-    del video_id
-    with _open_container(uri) as container:
-        stream = _video_stream(container, uri)
-        origin = container.start_time or 0  # in AV_TIME_BASE units, what ffmpeg's -ss is relative to
-        pts = [p.pts for p in container.demux(stream) if p.pts is not None and not p.is_discard]
-        tb = stream.time_base
-        return tuple(float(p * tb) - origin / av.time_base for p in sorted(pts))
-
-
-def export_clip(
-    uri: str, video: VideoRecord, start_frame: int, end_frame: int, short_side: int, crf: int, preset: str
-) -> bytes:
-    """MP4 bytes (H.264, yuv420p, +faststart) of frames ``[start_frame, end_frame)`` of ``uri``.
-
-    Display orientation, square pixels, short side ``min(short_side, source short side)``, even dims.
-    Seeks near the start (FFmpeg accurate input seeking) instead of decoding from the beginning; the seek
-    time falls halfway between the previous and the first wanted frame so rounding never shifts the range.
-    """
-    import ffmpeg
-    import imageio_ffmpeg
-
-    if not 0 <= start_frame < end_frame:
-        raise ValueError(f"bad frame range [{start_frame}, {end_frame})")
-    times = frame_times(uri, video.video_id)
-    if start_frame >= len(times):
-        raise UnsupportedVideo(
-            f"{uri}: clip start frame {start_frame} is past the last frame ({len(times)} frames)",
-            reason="bad-range",
-        )
-    n = min(end_frame, len(times)) - start_frame
-    prev = times[start_frame - 1] if start_frame > 0 else times[0] - 1.0
-    seek = max(0.0, (prev + times[start_frame]) / 2)
-    w, h = analysis_size(video.width, video.height, short_side)
-    with local_path(uri) as src, tempfile.TemporaryDirectory(prefix="fw-clip-") as tmp:
-        out = os.path.join(tmp, "clip.mp4")
-        stream = (
-            ffmpeg.input(src, ss=f"{seek:.6f}")
-            .video.filter("scale", w, h, flags="area")
-            .filter("setsar", 1)
-            .output(
-                out,
-                vcodec="libx264",
-                pix_fmt="yuv420p",
-                crf=crf,
-                preset=preset,
-                movflags="+faststart",
-                fps_mode="passthrough",
-                an=None,
-                sn=None,
-                **{"frames:v": n, "map_metadata": -1},
-            )
-        )
-        args = stream.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe(), overwrite_output=True)
-        args[1:1] = ["-hide_banner", "-loglevel", "error", "-nostdin"]
-        proc = subprocess.run(args, capture_output=True)
-        if proc.returncode != 0 or not os.path.exists(out):
-            err = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise UnreadableVideo(
-                f"ffmpeg failed to export frames [{start_frame}, {end_frame}) of {uri}: "
-                f"{err[-1] if err else 'no output'}",
-                reason="export-failed",
-            )
-        with open(out, "rb") as f:
-            return f.read()
+    decoder = FrameDecoder(uri, size, threads)
+    yield from decoder
+    if decoder.report.damage:
+        raise UnreadableVideo(f"{uri}: {decoder.report.damage}; the file is truncated or corrupt", reason="truncated")
 
 
 # ---------------------------------------------------------------------------------------------- stage

@@ -38,8 +38,8 @@ from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.records import Reject, VideoRecord
 from curation.shards import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
-from pipelines.inputs import expand_inputs
-from pipelines.local import _identify, run_units
+from pipelines.inputs import expand_inputs, skipped_info
+from pipelines.local import _identify, duplicate_result, run_units
 from pipelines.output import DatasetOutput
 from pipelines.plan import scene_stage_classes, video_stage_classes
 from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
@@ -213,6 +213,8 @@ def run_ray(
     output = DatasetOutput(out_dir)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
     summary = RunSummary(out_dir=out_dir, engine="ray", inputs=len(inputs))
+    skipped = skipped_info(inputs)
+    summary.skipped_files, summary.skipped_examples = skipped["count"], skipped["examples"]
     done = output.recover().finished
     failures: dict[str, dict[str, Any]] = output.read_state(FAILURES)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:  # content ids read 2 MiB per input: overlap the I/O
@@ -220,17 +222,22 @@ def run_ray(
 
     todo: list[tuple[str, str]] = []
     driver_results: list[VideoResult] = []
+    first: dict[str, str] = {}  # content id -> the first uri of this run that has it
     for uri, (video_id, missing) in zip(inputs, ids):
-        if missing is not None:
+        if video_id in first:
+            driver_results.append(duplicate_result(uri, video_id, first[video_id]))
+        elif missing is not None:
             driver_results.append(VideoResult(None, rejects=[missing]))
         elif video_id in done:
             summary.skipped += 1
         elif failures.get(video_id, {}).get("failures", 0) >= max_failures:
             driver_results.append(_quarantined(uri, video_id, failures[video_id]))
             done.add(video_id)
+            first[video_id] = uri
         else:
             todo.append((uri, video_id))
-            done.add(video_id)  # the same content twice in the inputs is processed once
+            done.add(video_id)
+            first[video_id] = uri
 
     if driver_results:
         with output.writer(f"{config.shards.prefix}-{run_id}-driver", config.shards.max_bytes) as writer:
@@ -264,6 +271,7 @@ def run_ray(
     run_info = {
         "engine": "ray",
         "inputs": len(inputs),
+        "skipped_files": skipped,
         "seconds": round(summary.seconds, 3),
         "config": config.model_dump(mode="json"),
         "ray": {
@@ -331,7 +339,9 @@ def _run_group(batch: dict[str, np.ndarray], config_json: str, stage_dir: str | 
 
 def _count_driver(summary: RunSummary, result: VideoResult) -> None:
     summary.rejects.update(Counter(f"{r.stage}/{r.reason}" for r in result.rejects))
-    if result.video is not None:
+    if result.video is not None and result.video.status == "duplicate":
+        summary.duplicates += 1
+    elif result.video is not None:
         summary.videos += 1
         summary.videos_rejected += 1
 

@@ -6,6 +6,11 @@ paths are relative to the list file), a manifest (``.csv``/``.parquet`` with a `
 object-store uri (``s3://``, ``gs://``: a file, or a prefix listed recursively). The result keeps the given
 order (folders and globs sorted), without duplicates. A local input that does not exist is an error; a path
 listed inside a list file that does not exist is left for the executor, which records a reject row.
+
+A path that exists is that file, even when its name holds glob characters (``clip [1080p].mp4``); only a
+path that does not exist is matched as a pattern. Files a folder or prefix scan passes over (not a video
+extension, or hidden) are counted, with a few examples, on the returned ``Inputs`` (the engines report
+them in the summary and ``run.json``); a file named explicitly is always taken, whatever its extension.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from curation.errors import ConfigError
@@ -36,6 +42,15 @@ VIDEO_EXTENSIONS = frozenset(
         ".3gp",
         ".mxf",
         ".y4m",
+        ".vob",
+        ".asf",
+        ".f4v",
+        ".divx",
+        ".h264",
+        ".264",
+        ".h265",
+        ".hevc",
+        ".ivf",
     ]
 )
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
@@ -48,6 +63,25 @@ class InputNotFound(ConfigError):
     reason = "missing"
 
 
+_SKIPPED_EXAMPLES = 5  # skipped files named in the summary and run.json
+
+
+class Inputs(list):
+    """The expanded video uris (a plain ``list``), and the files scans passed over: ``skipped_files`` (count)
+    and ``skipped_examples`` (the first few paths)."""
+
+    def __init__(self, uris: Iterable[str] = (), skipped: Sequence[str] = ()):
+        super().__init__(uris)
+        self.skipped_files = len(skipped)
+        self.skipped_examples = list(skipped[:_SKIPPED_EXAMPLES])
+
+
+def skipped_info(inputs: list[str]) -> dict:
+    """``{"count", "examples"}`` of the files the scans behind ``inputs`` passed over (as ``run.json`` records
+    them); a plain list skipped nothing."""
+    return {"count": getattr(inputs, "skipped_files", 0), "examples": getattr(inputs, "skipped_examples", [])}
+
+
 def _is_video(path: str) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
@@ -56,15 +90,17 @@ def _is_remote(item: str) -> bool:
     return "://" in item and not item.startswith("file://")
 
 
-def _folder(path: str) -> list[str]:
+def _folder(path: str, skipped: list[str]) -> list[str]:
     found = []
     for root, dirs, files in os.walk(path):
         dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files) if _is_video(f) and not f.startswith(".")]
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            (found if _is_video(f) and not f.startswith(".") else skipped).append(full)
     return found
 
 
-def _remote(uri: str) -> list[str]:
+def _remote(uri: str, skipped: list[str]) -> list[str]:
     import pyarrow.fs as pafs
 
     fs, path = pafs.FileSystem.from_uri(uri)
@@ -75,7 +111,9 @@ def _remote(uri: str) -> list[str]:
         return [uri]  # left for the probe stage, which rejects it with the filesystem's reason
     scheme = uri.split("://", 1)[0]
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and _is_video(i.path))
+    files = sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File)
+    skipped += [f for f in files if not _is_video(f)]
+    return [f for f in files if _is_video(f)]
 
 
 def _list_file(path: str) -> list[str]:
@@ -108,17 +146,17 @@ def _manifest(path: str) -> list[str]:
     return [u if _is_remote(u) or os.path.isabs(u) else os.path.join(base, u) for u in uris]
 
 
-def _expand(item: str) -> list[str]:
+def _expand(item: str, skipped: list[str]) -> list[str]:
     if _is_remote(item):
-        return _remote(item)
+        return _remote(item, skipped)
     path = item[len("file://") :] if item.startswith("file://") else item
-    if any(c in path for c in "*?["):
+    if not os.path.exists(path) and any(c in path for c in "*?["):
         matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
         if not matches:
-            raise InputNotFound(f"input {item!r}: the pattern matches no file")
+            raise InputNotFound(f"input {item!r}: no file has this name and the pattern matches no file")
         return matches
     if os.path.isdir(path):
-        found = _folder(path)
+        found = _folder(path, skipped)
         if not found:
             known = ", ".join(sorted(VIDEO_EXTENSIONS))
             raise InputNotFound(f"input {item!r}: the folder holds no video file ({known})")
@@ -133,14 +171,17 @@ def _expand(item: str) -> list[str]:
     return [path]
 
 
-def expand_inputs(items: list[str]) -> list[str]:
+def expand_inputs(items: list[str]) -> Inputs:
     """Video uris from files, folders, globs, list files, manifests and object-store uris; order kept,
-    duplicates dropped. Raises ``InputNotFound`` (a ``ConfigError``) for a local input that does not exist."""
+    duplicate paths dropped (files of the same content under two names are both kept: the engines record
+    the second as a ``duplicate``). Raises ``InputNotFound`` (a ``ConfigError``) for a local input that does
+    not exist."""
     if not items:
         raise ConfigError("no input given: pass video files, folders, globs or a list file")
     seen: dict[str, None] = {}
+    skipped: list[str] = []
     for item in items:
-        for uri in _expand(str(item)):
+        for uri in _expand(str(item), skipped):
             key = uri if _is_remote(uri) else os.path.abspath(uri)
             seen.setdefault(key, None)
-    return list(seen)
+    return Inputs(list(seen), skipped)

@@ -20,6 +20,7 @@ from curation.shards import DatasetWriter, VideoResult, finalize, recover, video
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
 from curation.video import content_id
 
+from .inputs import skipped_info
 from .plan import scene_stages, video_stages
 from .summary import RunSummary
 
@@ -97,12 +98,21 @@ def _identify(uri: str) -> tuple[str | None, Reject | None]:
         return None, Reject(uri, uri, "probe", reason, f"cannot read {uri}: {exc.strerror or exc}")
 
 
+def duplicate_result(uri: str, video_id: str, original: str) -> VideoResult:
+    """The ``videos.parquet`` row of an input whose content an earlier input of the run has (not processed)."""
+    record = VideoRecord(video_id=video_id, uri=uri, status="duplicate", duplicate_of=original)
+    return VideoResult(record)
+
+
 def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSummary:
     """Curate ``inputs`` (uris, already expanded) into ``out_dir`` in this process; resumable."""
     t0 = time.perf_counter()
     summary = RunSummary(out_dir=out_dir, engine="local", inputs=len(inputs))
+    skipped = skipped_info(inputs)
+    summary.skipped_files, summary.skipped_examples = skipped["count"], skipped["examples"]
     journal = recover(out_dir)
     done = journal.finished
+    first: dict[str, str] = {}  # content id -> the first uri of this run that has it
     writer = DatasetWriter(out_dir, config.shards.prefix, config.shards.max_bytes)
     write_stats = StageStats()
     pipeline: LocalPipeline | None = None
@@ -110,12 +120,15 @@ def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSumma
     try:
         for uri in bar:
             video_id, missing = _identify(uri)
-            if video_id in done:
+            if video_id in first:
+                result = duplicate_result(uri, video_id, first[video_id])
+            elif video_id in done:
                 summary.skipped += 1
                 continue
-            if missing is not None:
+            elif missing is not None:
                 result = VideoResult(None, rejects=[missing])
             else:
+                first[video_id] = uri
                 done.add(video_id)
                 if pipeline is None:
                     pipeline = LocalPipeline(config, out_dir)  # only when there is work: models load here
@@ -136,7 +149,7 @@ def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSumma
         if pipeline is not None:
             pipeline.close()
     summary.seconds = time.perf_counter() - t0
-    info = {"engine": "local", "inputs": len(inputs), "seconds": round(summary.seconds, 3)}
+    info = {"engine": "local", "inputs": len(inputs), "skipped_files": skipped, "seconds": round(summary.seconds, 3)}
     run = finalize(out_dir, {**info, "config": config.model_dump(mode="json")})
     summary.dataset = run["counts"]
     return summary
@@ -145,6 +158,9 @@ def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSumma
 def _count(summary: RunSummary, result: VideoResult) -> None:
     summary.rejects.update(Counter(f"{r.stage}/{r.reason}" for r in result.rejects))
     if result.video is None:
+        return
+    if result.video.status == "duplicate":
+        summary.duplicates += 1
         return
     summary.videos += 1
     if result.video.status != "ok":

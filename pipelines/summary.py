@@ -17,7 +17,10 @@ class RunSummary:
     inputs: int = 0
     videos: int = 0  # processed by this run, rejected ones included
     videos_rejected: int = 0
-    skipped: int = 0  # finished by an earlier run into the same output (or duplicate content)
+    skipped: int = 0  # finished by an earlier run into the same output
+    duplicates: int = 0  # inputs whose content an earlier input of this run has (a 'duplicate' videos row)
+    skipped_files: int = 0  # files a folder scan passed over (not a video extension)
+    skipped_examples: list[str] = field(default_factory=list)
     hours: float = 0.0  # of the videos processed by this run
     shots: int = 0
     shots_kept: int = 0
@@ -37,6 +40,12 @@ class RunSummary:
             f"  shots   : {self.shots} ({self.shots_kept} kept)",
             f"  scenes  : {self.scenes} found, {self.scenes_written} written",
         ]
+        if self.duplicates or self.skipped_files:
+            examples = f" (e.g. {', '.join(self.skipped_examples)})" if self.skipped_examples else ""
+            lines.append(
+                f"  inputs  : {self.inputs} videos, {self.duplicates} duplicate content, "
+                f"{self.skipped_files} non-video files skipped{examples}"
+            )
         if self.rejects:
             lines.append("  rejects : " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejects.items())))
         d = self.dataset

@@ -12,6 +12,7 @@ import pytest
 
 from curation.synthetic import make_audio_only, make_film, make_simple_video
 from pipelines.cli import main
+from tests.clip_invariant import check_clips
 
 SETTINGS = [
     "embed.backend=fallback",
@@ -112,3 +113,9 @@ def test_missing_path_on_the_command_line_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nope.mp4" in err and "does not exist" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_written_clip_holds_its_shots_frames(run):
+    """The clip invariant (tests/clip_invariant.py) over the MKV, WebM, rotated and VFR films written here."""
+    out, tables, _ = run
+    assert check_clips(out) == sum(len(s["shot_ids"]) for s in tables["scenes"] if s["shard"]) > 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from curation.config import CurateConfig
-from curation.records import Reject, shot_id
+from curation.records import shot_id
 from curation.shots import (
     Boundary,
     FrameReservoir,
@@ -233,14 +233,19 @@ def _faststart_truncated(src: str, dst: Path) -> str:
     return str(dst)
 
 
-def test_truncated_video_is_rejected_cleanly(cut_film, tmp_path):
-    path, _ = cut_film
+def test_truncated_video_keeps_the_complete_shots_before_the_damage(cut_film, tmp_path):
+    path, truth = cut_film
     bad = _faststart_truncated(path, tmp_path / "truncated.mp4")
     stage = ShotSplitter(_config(backend="scenedetect"))
-    out = run_stage(stage, VideoUnit(probe(bad)))
-    assert len(out) == 1 and isinstance(out[0], Reject)
-    assert out[0].stage == "shots" and out[0].reason == "truncated" and "truncated" in out[0].detail
-    assert stage.stats.rejects["truncated"] == 1
+    (out,) = run_stage(stage, VideoUnit(probe(bad)))
+    video = out.video
+    assert video.partial and "container claims" in video.partial_reason
+    assert 0 < video.n_frames < truth.n_frames and video.container_n_frames == truth.n_frames
+    *complete, last = out.shots
+    assert complete and not last.kept and last.reject_reason == "damaged" and last.end_frame == video.n_frames
+    assert [r.reason for r in out.rejects] == ["damaged"] and stage.stats.rejects["damaged"] == 1
+    cuts = {s.start_frame for s in truth.shots}
+    assert all(s.kept and s.end_frame in cuts for s in complete)  # every kept shot ends at a true cut
     # the stage is still usable afterwards (the decode thread was shut down)
     assert len(run_stage(stage, VideoUnit(probe(path)))[0].shots) > 1
 

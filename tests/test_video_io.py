@@ -21,10 +21,10 @@ from curation.records import Reject, VideoRecord
 from curation.stage import VideoUnit, run_stage
 from curation.synthetic import FilmTruth, make_audio_only, make_film, make_simple_video, read_frame_code
 from curation.video import (
+    FrameDecoder,
     ProbeVideo,
     analysis_size,
     content_id,
-    frame_times,
     iter_frames,
     local_path,
     probe,
@@ -156,15 +156,16 @@ def test_variable_frame_rate(videos):
     assert gaps.max() / gaps.min() > 2  # non-uniform: 20, 40 and 70 ms gaps
     np.testing.assert_allclose(times, truth - truth[0], atol=1.5e-3)
     assert [read_frame_code(f.rgb) for f in frames] == list(range(30))  # presentation order
-    packet_times = np.asarray(frame_times(path, rec.video_id))
-    np.testing.assert_allclose(packet_times - packet_times[0], truth - truth[0], atol=1.5e-3)
     assert not probe(str(videos["coded.mp4"])).variable_fps
 
 
-def test_frame_times_constant_rate(videos):
-    rec = probe(str(videos["coded.mp4"]))
-    times = np.asarray(frame_times(str(videos["coded.mp4"]), rec.video_id))
-    np.testing.assert_allclose(times - times[0], np.arange(30) / 24, atol=1e-3)
+def test_decode_report_constant_rate(videos):
+    decoder = FrameDecoder(str(videos["coded.mp4"]))
+    times = np.asarray([f.time_s for f in decoder])
+    np.testing.assert_allclose(times, np.arange(30) / 24, atol=1e-3)
+    report = decoder.report
+    assert (report.n_frames, report.fps, report.timestamp_jumps, report.damage) == (30, 24, 0, None)
+    assert report.duration_s == pytest.approx(30 / 24, abs=1e-3)
 
 
 # --------------------------------------------------------------------------------------------- decode
