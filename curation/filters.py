@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from .buckets import scene_buckets
-from .config import CurateConfig
+from .config import CurateConfig, FiltersConfig
 from .embed import resolve_device
 from .errors import MissingDependency
 from .records import Reject, SceneRecord, ShotRecord
@@ -149,18 +149,8 @@ class SceneFilter(Stage):
         return counts
 
     def verdict(self, scene: SceneRecord, passing: list[ShotRecord]) -> tuple[str, str] | None:
-        """``(reason, detail)`` the thresholds give a scene from its passing shots (kept, no verdict), or None.
-
-        Faces are judged from the shots' stored ``n_faces`` (counted by this stage)."""
-        n = len(passing)
-        if n < self.config.min_scene_shots:
-            return "too-few-shots", f"{n} kept shots < min_scene_shots {self.config.min_scene_shots}"
-        faces = [s.n_faces or 0 for s in passing]
-        if self.config.faces and faces and max(faces) > self.config.max_characters:
-            worst = passing[int(np.argmax(faces))].shot_id
-            limit = self.config.max_characters
-            return "too-many-characters", f"{max(faces)} faces in shot {worst} > max_characters {limit}"
-        return None
+        """``(reason, detail)`` the thresholds give a scene (see ``scene_verdict``), or None."""
+        return scene_verdict(self.config, passing)
 
     def _drop(self, unit: VideoUnit, scene: SceneRecord, reason: str, detail: str) -> None:
         scene.kept, scene.reject_reason = False, reason
@@ -212,6 +202,20 @@ class SceneFilter(Stage):
         counts = iter(found)
         for i in shot_idx:
             unit.shots[i].n_faces = max((next(counts) for _ in unit.keyframes[i]), default=0)
+
+
+def scene_verdict(config: FiltersConfig, passing: list[ShotRecord]) -> tuple[str, str] | None:
+    """``(reason, detail)`` the thresholds give a scene from its passing shots (kept, no verdict), or None.
+
+    Faces are judged from the shots' stored ``n_faces`` (counted by ``SceneFilter``)."""
+    n = len(passing)
+    if n < config.min_scene_shots:
+        return "too-few-shots", f"{n} kept shots < min_scene_shots {config.min_scene_shots}"
+    faces = [s.n_faces or 0 for s in passing]
+    if config.faces and faces and max(faces) > config.max_characters:
+        worst = passing[int(np.argmax(faces))].shot_id
+        return "too-many-characters", f"{max(faces)} faces in shot {worst} > max_characters {config.max_characters}"
+    return None
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # Farneback parameters (OpenCV's documented example values for small frames): pyramid scale, levels,
 # window, iterations, poly_n, poly_sigma, flags
 _FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
+# Detected boxes count as text when at least this elongated (long side / short side): overlay text comes in
+# words and lines; the detector's squarish boxes are mostly blobs with text-like strokes (eyes, dots, grilles).
+_MIN_TEXT_ASPECT = 2.0
 
 
 class MotionSampler:
@@ -130,15 +133,22 @@ class TextDetector:
         self.short_side = short_side
 
     def area(self, rgb: np.ndarray) -> float:
-        """Fraction 0..1 of the RGB uint8 image covered by the union of detected text boxes."""
+        """Fraction 0..1 of the RGB uint8 image covered by the union of detected text-line boxes (elongated ones,
+        ``_MIN_TEXT_ASPECT``)."""
         h, w = rgb.shape[:2]
         scale = self.short_side / min(h, w)
         img = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
         boxes, _ = self._det(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         if boxes is None or len(boxes) == 0:
             return 0.0
+        lines = []
+        for box in boxes:
+            (_, _), (bw, bh), _ = cv2.minAreaRect(np.asarray(box, np.float32))
+            if min(bw, bh) > 0 and max(bw, bh) / min(bw, bh) >= _MIN_TEXT_ASPECT:
+                lines.append(np.round(box).astype(np.int32))
         mask = np.zeros(img.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [np.round(b).astype(np.int32) for b in boxes], 1)
+        if lines:
+            cv2.fillPoly(mask, lines, 1)
         return float(mask.mean())
 
 
