@@ -163,6 +163,7 @@ def run(items: list[dict], config: CurateConfig) -> dict:
     config.filters.faces = False
     splitter, shot_filter = ShotSplitter(config), ShotFilter(config)
     verdicts: dict[str, Counter] = defaultdict(Counter)
+    text_hits: Counter = Counter()  # shots whose text_area passes max_text_area, whatever their first reason
     scores: dict[str, list[dict]] = defaultdict(list)
     t_pass = t_motion = t_key = 0.0
     for item in items:
@@ -188,6 +189,8 @@ def run(items: list[dict], config: CurateConfig) -> dict:
                 if shot.motion < NEAR_STILL_DIFF:  # a source that is a still itself (a filmed static screen)
                     label = "near-still"
             verdicts[label][shot.verdict or "kept"] += 1
+            limit = config.filters.max_text_area
+            text_hits[label] += shot.text_area is not None and limit is not None and shot.text_area > limit
             scores[label].append(
                 {
                     "clip": Path(item["path"]).name,
@@ -203,6 +206,7 @@ def run(items: list[dict], config: CurateConfig) -> dict:
         "verdicts": {k: dict(v) for k, v in sorted(verdicts.items())},
         "seconds": {"analysis_pass": analysis, "motion_scores": t_motion, "keyframe_scores": t_key},
         "cost_ratio": (t_motion + t_key) / analysis,
+        "text_flagged": {k: [text_hits[k], sum(c.values())] for k, c in verdicts.items() if k != "skipped"},
         "scores": scores,
     }
 
@@ -222,7 +226,9 @@ def report(result: dict) -> str:
     moving, _ = _rate(v.get("moving", {}), {"kept"})
     still = _rate(v.get("still", {}), exclude={"kept"})
     slides = _rate(v.get("slideshow", {}), exclude={"kept"})
-    text = _rate(v.get("text", {}), {"text-overlay"})
+    hits, n_text = result["text_flagged"].get("text", [0, 0])
+    text = (hits / n_text if n_text else float("nan")), n_text
+    false_text = {k: f"{h}/{n}" for k, (h, n) in result["text_flagged"].items() if k != "text" and h}
     lines = ["| class | shots | verdicts |", "|---|---|---|"]
     lines += [
         f"| {k} | {sum(c.values())} | {', '.join(f'{r} {n}' for r, n in sorted(c.items()))} |" for k, c in v.items()
@@ -234,7 +240,8 @@ def report(result: dict) -> str:
         f"moving real shots kept (all filters): {moving:.1%}",
         f"- stills rejected: {still[0]:.1%} of {still[1]}; slideshow shots rejected: {slides[0]:.1%} of {slides[1]} "
         "(target >= 95%)",
-        f"- text-overlay shots flagged: {text[0]:.1%} of {text[1]} (target >= 90%)",
+        f"- text-overlay shots flagged (text_area > max_text_area): {text[0]:.1%} of {text[1]} (target >= 90%); "
+        f"other shots flagged: {false_text or 'none'}",
         f"- cost of all scores / analysis pass: {result['cost_ratio']:.3f} (target <= 0.15): motion "
         f"{s['motion_scores']:.1f} s + keyframe {s['keyframe_scores']:.1f} s over {s['analysis_pass']:.1f} s",
     ]
