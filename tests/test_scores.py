@@ -48,10 +48,11 @@ def test_motion_orders_still_slow_fast_and_ignores_fps_and_size():
         assert flow == pytest.approx(slow_flow, rel=0.2), (fps, width)
 
 
-def test_grainy_still_is_frozen_but_grainy_calm_shot_is_not():
-    _, frozen = _pan_scores(0.0, 24, 256, grain=1.0)  # a still with codec-like noise
-    assert frozen == 1.0
-    _, frozen = _pan_scores(0.02, 24, 256, grain=1.0)  # a very slow drift
+def test_grain_or_a_slow_drift_is_not_frozen():
+    # real calm footage changes by grain and small movements (>= 0.046 on the real calibration set)
+    _, frozen = _pan_scores(0.0, 24, 256, grain=1.0)
+    assert frozen == 0.0
+    _, frozen = _pan_scores(0.02, 24, 256)  # a slow drift: 6 px per second on a 320 px frame
     assert frozen == 0.0
 
 
