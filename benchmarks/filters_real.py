@@ -187,16 +187,16 @@ def run(items: list[dict], config: CurateConfig) -> dict:
         t0 = time.perf_counter()
         video = probe(item["path"])
         unit = VideoUnit(video)
-        before = splitter.stats.counts["score_ms"]
+        before = splitter.score_seconds
         unit = splitter.process(unit)
         t_pass += time.perf_counter() - t0
-        t_motion += (splitter.stats.counts["score_ms"] - before) / 1000
+        t_motion += splitter.score_seconds - before
         t0 = time.perf_counter()
         (unit,) = embedder.process_batch([unit])
         t_embed += time.perf_counter() - t0
-        before = shot_filter.stats.counts["score_ms"]
+        before = shot_filter.score_seconds
         filtered = shot_filter.process(unit)
-        t_key += (shot_filter.stats.counts["score_ms"] - before) / 1000
+        t_key += shot_filter.score_seconds - before
         if not isinstance(filtered, VideoUnit):  # the whole clip rejected (too small)
             verdicts["skipped"][f"{Path(item['path']).name}: {filtered.reason}"] += 1
             continue
