@@ -12,8 +12,10 @@ import webdataset as wds
 
 from curation.config import load_config
 from curation.synthetic import make_film
+from data_cards.dataset import CuratedDataset
 from pipelines.cli import main as cli_main
 from pipelines.local import run_local
+from pipelines.precompute import read_scene_rows, scene_shards
 from pipelines.refilter import refilter, view_config
 
 
@@ -98,6 +100,12 @@ def test_refilter_equals_fresh_run(films, score_run, small_settings, manifests, 
         assert f"{len(ids):03d}.mp4" not in sample
         if ids == old_ids:
             assert sample["json"] == old["json"]
+
+    # the readers take the view as any curated output: the card's dataset reader and precompute's shard reader
+    ds = CuratedDataset.load(view)
+    assert {r["scene_id"] for r in ds.rows("scenes") if r["shard"]} == set(expected)
+    rows = [r for shard in scene_shards([str(view)]) for r in read_scene_rows({"url": shard})]
+    assert {r["key"]: len(r["mp4"]) for r in rows} == {k: len(v) for k, v in expected.items()}
 
 
 def test_refilter_cli_loosens_back_and_refuses_same_folder(score_run, manifests, tmp_path, capsys):
