@@ -177,6 +177,9 @@ def random_clip_checkpoint(folder: Path) -> str:
 def run(items: list[dict], config: CurateConfig) -> dict:
     """Analysis pass (probe, shot splitter, embedder) + shot filter on every clip; verdict counts per class
     and the cost of the scores."""
+    import torch
+
+    torch.set_num_threads(1)  # one thread per worker for every model, as a Ray worker with one CPU runs them
     config.filters.faces = False
     splitter, embedder, shot_filter = ShotSplitter(config), Embedder(config), ShotFilter(config)
     verdicts: dict[str, Counter] = defaultdict(Counter)

@@ -101,10 +101,11 @@ class FiltersConfig(Section):
         "without decoding. In 'score' mode scenes are clustered over all shots.",
     )
     max_frozen: float = Field(
-        0.8,
+        0.6,
         description="Shots whose 'frozen' score (fraction 0-1 of frame pairs scores.flow_interval_s apart that "
         "differ by less than scores.frozen_diff: a still image, freeze frame or slideshow) is at least this: "
-        "'frozen'. 1.0 keeps all but fully frozen shots; above 1 disables.",
+        "'frozen'. Real calm shots score <= 0.2, held stills >= 0.67 (benchmarks/filters_real.py); 1.0 drops only "
+        "fully frozen shots; above 1 disables.",
     )
     min_motion: float = Field(
         0.0,
@@ -150,11 +151,11 @@ class ScoresConfig(Section):
         96, description="Width in pixels of the grey frames optical flow (OpenCV Farneback) runs on."
     )
     frozen_diff: float = Field(
-        0.025,
+        0.08,
         description="Two frames scores.flow_interval_s apart whose mean absolute luma difference (0-255, on the "
         "flow-size frames) is below this count as frozen. Calibrated on real footage (benchmarks/filters_real.py): "
-        "a real frame held through H.264 differs by <= 0.011, real calm shots (even a filmed static screen) by "
-        ">= 0.046 at their 10th percentile.",
+        "a real frame held through H.264 differs by <= 0.02 (up to 0.12 while the encoder refines it after a cut), "
+        "real calm shots by >= 0.12 at their 10th percentile (a filmed static screen: 0.046).",
     )
     text: bool = Field(
         True, description="Measure 'text_area' with RapidOCR's text detection model (rapidocr-onnxruntime wheel)."

@@ -56,7 +56,7 @@ def test_shot_reasons_with_measured_values():
     assert rows[shot_id(VID, 1)].detail == "duration 0.500s < min_shot_s 1.0"
     assert "7.25" in rows[shot_id(VID, 2)].detail and "black_luma 18.0" in rows[shot_id(VID, 2)].detail
     assert "2.50" in rows[shot_id(VID, 3)].detail and "blank_contrast" in rows[shot_id(VID, 3)].detail
-    assert rows[shot_id(VID, 4)].detail == "frozen 0.88 >= max_frozen 0.8"
+    assert rows[shot_id(VID, 4)].detail == "frozen 0.88 >= max_frozen 0.6"
     assert stage.stats.rejects == {"too-short": 2, "black": 1, "blank": 1, "frozen": 1}
     assert stage.stats.counts["shots_kept"] == 1
 
