@@ -122,3 +122,19 @@ def test_faces_counted_and_crowded_scene_dropped(face_crop, face_filter):
     crowded = next(r for r in out.rejects if r.reason == "too-many-characters")
     assert crowded.item_id == scene_id(VID, 1) and crowded.stage == "scene_filter"
     assert crowded.detail == f"5 faces in shot {shot_id(VID, 2)} > max_characters 4"
+
+
+def test_motion_reasons_and_score_mode_keeps_everything():
+    shots = [_shot(0, flow=0.05), _shot(1, flow=0.001), _shot(2, flow=0.9), _shot(3, frozen=1.0, flow=0.0)]
+    cfg = CurateConfig()
+    cfg.filters.min_motion, cfg.filters.max_motion, cfg.scores.text = 0.002, 0.5, False
+    (out,) = run_stage(ShotFilter(cfg), _unit(shots))
+    assert [s.reject_reason for s in out.shots] == [None, "low-motion", "high-motion", "frozen"]
+    assert out.rejects[0].detail == "flow 0.0010 diag/s < min_motion 0.002"
+    assert all(s.sharpness == 0.0 and s.text_area is None for s in out.shots)  # black keyframes, text off
+
+    cfg.filters.mode = "score"
+    stage = ShotFilter(cfg)
+    (out,) = run_stage(stage, _unit([_shot(i, **kw) for i, kw in enumerate([{"flow": 0.05}, {"flow": 0.001}])]))
+    assert [(s.kept, s.verdict) for s in out.shots] == [(True, None), (True, "low-motion")]
+    assert not out.rejects and stage.stats.counts["shots_flagged"] == 1
