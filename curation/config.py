@@ -100,8 +100,42 @@ class FiltersConfig(Section):
     )
     black_luma: float = Field(18.0, description="Shots whose mean luma (0-255) is below this: 'black'.")
     blank_contrast: float = Field(6.0, description="Shots whose luma std is below this are uniform: 'blank'.")
-    static_motion: float = Field(
-        0.3, description="Shots whose mean frame difference (0-255) is below this are frozen: 'static'."
+    # --- score thresholds (curation/scores.py measures; benchmarks/filters_real.py calibrated the defaults)
+    mode: Literal["filter", "score"] = Field(
+        "filter",
+        description="'filter': failing shots and scenes are dropped (not exported). 'score': every shot and "
+        "scene is kept and exported, its verdict (the reason these thresholds give, or null) recorded in "
+        "'verdict'; `filmweaver refilter OUT --set filters.X=...` then writes the dataset these thresholds keep "
+        "without decoding. In 'score' mode scenes are clustered over all shots.",
+    )
+    max_frozen: float = Field(
+        0.6,
+        description="Shots whose 'frozen' score (fraction 0-1 of frame pairs scores.flow_interval_s apart that "
+        "differ by less than scores.frozen_diff: a still image, freeze frame or slideshow) is at least this: "
+        "'frozen'. Real calm shots score <= 0.2, held stills >= 0.67 (benchmarks/filters_real.py); 1.0 drops only "
+        "fully frozen shots; above 1 disables.",
+    )
+    min_motion: float = Field(
+        0.0,
+        description="Shots whose 'flow' score (mean optical-flow magnitude in frame diagonals per second) is "
+        "below this: 'low-motion'. 0 disables (calm shots are good data); e.g. 0.005 drops near-still shots.",
+    )
+    max_motion: float | None = Field(
+        None, description="Shots whose 'flow' (frame diagonals per second) exceeds this: 'high-motion'; None: off."
+    )
+    max_text_area: float | None = Field(
+        0.008,
+        description="Shots whose 'text_area' (fraction 0-1 of the keyframe covered by detected text-line boxes: "
+        "burnt-in subtitles, captions, logos, screen text) exceeds this: 'text-overlay'; None: off. On the real "
+        "calibration set shots without text score 0 and a subtitle line or caption 0.015-0.08.",
+    )
+    min_sharpness: float = Field(
+        0.0,
+        description="Shots whose 'sharpness' (Laplacian variance / luma variance of the keyframe at analysis size, "
+        "dimensionless) is below this: 'blurry'. 0 disables.",
+    )
+    min_aesthetic: float | None = Field(
+        None, description="Shots whose 'aesthetic' score (the configured head's output) is below this: 'aesthetic'."
     )
     min_short_side: int = Field(128, description="Videos whose short side is smaller (pixels): 'too-small'.")
     min_scene_shots: int = Field(2, description="Scenes with fewer kept shots are dropped: 'too-few-shots'.")
@@ -112,6 +146,73 @@ class FiltersConfig(Section):
     face_min_prob: float = Field(0.95, description="MTCNN detection probability counted as a face.")
     face_min_size: int = Field(20, description="Smallest face side in pixels searched by MTCNN.")
     device: str = Field("auto", description="Torch device for MTCNN.")
+
+
+class ScoresConfig(Section):
+    """How the per-shot scores of ``curation/scores.py`` are measured (thresholds live in ``filters``)."""
+
+    flow_interval_s: float = Field(
+        0.25,
+        description="Motion and frozen scores compare frames this many seconds apart (a fixed time, so the scores "
+        "do not depend on the frame rate).",
+    )
+    flow_width: int = Field(
+        96, description="Width in pixels of the grey frames optical flow (OpenCV Farneback) runs on."
+    )
+    frozen_diff: float = Field(
+        0.08,
+        description="Two frames scores.flow_interval_s apart whose mean absolute luma difference (0-255, on the "
+        "flow-size frames) is below this count as frozen. Calibrated on real footage (benchmarks/filters_real.py): "
+        "a real frame held through H.264 differs by <= 0.02 (up to 0.12 while the encoder refines it after a cut), "
+        "real calm shots by >= 0.12 at their 10th percentile (a filmed static screen: 0.046).",
+    )
+    text: bool = Field(
+        True, description="Measure 'text_area' with RapidOCR's text detection model (rapidocr-onnxruntime wheel)."
+    )
+    text_side: int = Field(
+        256,
+        description="Keyframes are scaled so that their short side is this many pixels for text detection (cost "
+        "grows with its square: 480 finds more small text at 3-4x the cost).",
+    )
+    aesthetic_head: str | None = Field(
+        None,
+        description="Local path of an aesthetic head (torch state dict of linear layers on L2-normalised CLIP "
+        "image embeddings, e.g. LAION's improved aesthetic predictor); needs embed.backend open_clip with the "
+        "matching embedding size. None: 'aesthetic' is null.",
+    )
+
+
+class DedupConfig(Section):
+    """Near-duplicate shots and scenes across videos, from their embeddings, after all videos (finalize)."""
+
+    enabled: bool = Field(True, description="Mark near-duplicates across videos in the manifests at finalize.")
+    shot_threshold: float = Field(
+        0.95, description="Cosine similarity of shot embeddings at or above which two shots are duplicates."
+    )
+    scene_threshold: float = Field(
+        0.95, description="Cosine similarity of scene embeddings (mean of shots) at or above which scenes duplicate."
+    )
+    cluster_size: int = Field(
+        2000, description="k-means runs with n/cluster_size clusters; pairs are compared within a cluster only."
+    )
+
+
+class BucketsConfig(Section):
+    """Training-sampler buckets written per scene in ``scenes.parquet``."""
+
+    resolutions: list[int] = Field(
+        [360, 480, 720, 1080, 1440, 2160],
+        description="Short-side edges in pixels: a scene's resolution bucket is the largest edge <= its short side "
+        "(named e.g. '720p'; below the first edge: 'lt360p').",
+    )
+    aspects: list[str] = Field(
+        ["9:16", "3:4", "1:1", "4:3", "16:9", "1.85:1", "2.39:1"],
+        description="Aspect-ratio buckets (display width:height); a scene gets the nearest in log ratio.",
+    )
+    durations_s: list[float] = Field(
+        [2.0, 5.0, 10.0, 20.0, 40.0],
+        description="Scene duration edges in seconds: buckets '<2s', '2-5s', ..., '>=40s'.",
+    )
 
 
 class ExportConfig(Section):
@@ -143,6 +244,9 @@ class CurateConfig(Section):
     embed: EmbedConfig = EmbedConfig()
     scenes: ScenesConfig = ScenesConfig()
     filters: FiltersConfig = FiltersConfig()
+    scores: ScoresConfig = ScoresConfig()
+    dedup: DedupConfig = DedupConfig()
+    buckets: BucketsConfig = BucketsConfig()
     export: ExportConfig = ExportConfig()
     caption: CaptionConfig = CaptionConfig()
     verify: VerifyConfig = VerifyConfig()

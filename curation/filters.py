@@ -1,9 +1,16 @@
 """Shot and scene filters. Every drop keeps its reason and the measured value (a ``rejects.parquet`` row).
 
-Pipeline order: ``ShotFilter`` (video too small; shots too short, black, blank, static) runs BEFORE scene
-clustering, so scenes are built from kept shots only; ``SceneFilter`` (too few shots, too many characters
-by MTCNN face counts on keyframes) runs AFTER it. Dropped shots and scenes stay in the unit with
-``kept=False`` and ``reject_reason`` set, so the manifests list them.
+Pipeline order: ``ShotFilter`` (video too small; shots too short, black, blank, frozen, low/high motion,
+text overlay, blurry, unaesthetic) runs BEFORE scene clustering, so scenes are built from kept shots only;
+``SceneFilter`` (too few shots, too many characters by MTCNN face counts on keyframes) runs AFTER it.
+Dropped shots and scenes stay in the unit with ``kept=False`` and ``reject_reason`` set, so the manifests
+list them.
+
+The shot filter first measures the keyframe scores (``curation.scores.KeyframeScorer``; flow and frozen
+come from the shot splitter), then decides. Every shot and scene records its ``verdict`` (the reason the
+thresholds give, or None). With ``filters.mode=score`` nothing is dropped: verdicts are only recorded, all
+shots are clustered and exported, and ``pipelines/refilter.py`` applies thresholds later, from the stored
+scores, with the same ``verdict`` methods.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from .config import CurateConfig
+from .buckets import scene_buckets
+from .config import CurateConfig, FiltersConfig
 from .embed import resolve_device
 from .errors import MissingDependency
 from .records import Reject, SceneRecord, ShotRecord
+from .scores import KeyframeScorer
 from .stage import Stage, VideoUnit
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,12 @@ class ShotFilter(Stage):
     def __init__(self, config: CurateConfig, out_dir: str | None = None):
         super().__init__()
         self.config = config.filters
+        self.scores_config = config.scores
+        self._scorer: KeyframeScorer | None = None  # built on first use: refilter needs verdicts only
+
+    def verdict(self, shot: ShotRecord) -> tuple[str, str] | None:
+        """``(reason, detail)`` the thresholds give a shot from its stored scores, or None when it passes."""
+        return self._reason(shot)
 
     def _reason(self, shot: ShotRecord) -> tuple[str, str] | None:
         c = self.config
@@ -43,9 +58,36 @@ class ShotFilter(Stage):
             return "black", f"mean luma {shot.brightness:.2f} < black_luma {c.black_luma}"
         if shot.contrast < c.blank_contrast:
             return "blank", f"luma std {shot.contrast:.2f} < blank_contrast {c.blank_contrast}"
-        if shot.motion < c.static_motion:
-            return "static", f"motion {shot.motion:.3f} < static_motion {c.static_motion}"
+        return self._score_reason(shot)
+
+    def _score_reason(self, shot: ShotRecord) -> tuple[str, str] | None:
+        c = self.config
+        if shot.frozen is not None and shot.frozen >= c.max_frozen:
+            return "frozen", f"frozen {shot.frozen:.2f} >= max_frozen {c.max_frozen}"
+        if shot.flow is not None and shot.flow < c.min_motion:
+            return "low-motion", f"flow {shot.flow:.4f} diag/s < min_motion {c.min_motion}"
+        if shot.flow is not None and c.max_motion is not None and shot.flow > c.max_motion:
+            return "high-motion", f"flow {shot.flow:.4f} diag/s > max_motion {c.max_motion}"
+        if shot.text_area is not None and c.max_text_area is not None and shot.text_area > c.max_text_area:
+            return "text-overlay", f"text_area {shot.text_area:.4f} > max_text_area {c.max_text_area}"
+        if shot.sharpness is not None and shot.sharpness < c.min_sharpness:
+            return "blurry", f"sharpness {shot.sharpness:.4f} < min_sharpness {c.min_sharpness}"
+        if shot.aesthetic is not None and c.min_aesthetic is not None and shot.aesthetic < c.min_aesthetic:
+            return "aesthetic", f"aesthetic {shot.aesthetic:.3f} < min_aesthetic {c.min_aesthetic}"
         return None
+
+    def _score(self, unit: VideoUnit) -> None:
+        if self._scorer is None:
+            self._scorer = KeyframeScorer(self.scores_config)
+        idx = [i for i, s in enumerate(unit.shots) if s.kept]
+        keys = [unit.keyframes[i][len(unit.keyframes[i]) // 2] for i in idx]  # the representative keyframe
+        emb = unit.embeddings[idx] if unit.embeddings is not None else None
+        self._scorer.score([unit.shots[i] for i in idx], keys, emb, unit.embedder)
+
+    @property
+    def score_seconds(self) -> float:
+        """Time spent measuring keyframe scores (benchmarks read it; not a counter: timings vary)."""
+        return self._scorer.seconds if self._scorer is not None else 0.0
 
     def process(self, unit: VideoUnit) -> VideoUnit | Reject:
         w, h = unit.video.width, unit.video.height
@@ -54,12 +96,15 @@ class ShotFilter(Stage):
         if min(w, h) < self.config.min_short_side:
             detail = f"{w}x{h}: short side {min(w, h)} < min_short_side {self.config.min_short_side}"
             return Reject(unit.item_id, unit.uri, self.name, "too-small", detail)
+        self._score(unit)
         for shot in unit.shots:
             if not shot.kept:
                 continue
             verdict = self._reason(shot)
-            if verdict is None:
+            shot.verdict = verdict[0] if verdict else None
+            if verdict is None or self.config.mode == "score":
                 self.stats.counts["shots_kept"] += 1
+                self.stats.counts["shots_flagged"] += verdict is not None
                 continue
             shot.kept, shot.reject_reason = False, verdict[0]
             self.reject_child(unit, shot.shot_id, *verdict)
@@ -79,6 +124,7 @@ class SceneFilter(Stage):
     def __init__(self, config: CurateConfig, out_dir: str | None = None):
         super().__init__()
         self.config = config.filters
+        self.buckets = config.buckets
         self.mtcnn = None
         if self.config.faces:
             try:
@@ -107,30 +153,53 @@ class SceneFilter(Stage):
         self.stats.counts["keyframes_face_checked"] += len(images)
         return counts
 
+    def verdict(self, scene: SceneRecord, passing: list[ShotRecord]) -> tuple[str, str] | None:
+        """``(reason, detail)`` the thresholds give a scene (see ``scene_verdict``), or None."""
+        return scene_verdict(self.config, passing)
+
     def _drop(self, unit: VideoUnit, scene: SceneRecord, reason: str, detail: str) -> None:
         scene.kept, scene.reject_reason = False, reason
         self.reject_child(unit, scene.scene_id, reason, detail)
 
     def process(self, unit: VideoUnit) -> VideoUnit:
         by_id = {s.shot_id: i for i, s in enumerate(unit.shots)}
-        passing: list[SceneRecord] = []
-        for scene in unit.scenes:
-            if not scene.kept:
-                continue
-            n = sum(unit.shots[by_id[sid]].kept for sid in scene.shot_ids)
-            if n < self.config.min_scene_shots:
-                self._drop(
-                    unit, scene, "too-few-shots", f"{n} kept shots < min_scene_shots {self.config.min_scene_shots}"
-                )
-            else:
-                passing.append(scene)
-        if self.mtcnn is not None and passing:
-            self._count_scene_faces(unit, passing, by_id)
+        score_mode = self.config.mode == "score"
+
+        def passing(scene: SceneRecord) -> list[ShotRecord]:
+            shots = [unit.shots[by_id[sid]] for sid in scene.shot_ids]
+            return [s for s in shots if s.kept and s.verdict is None]
+
+        scenes = [s for s in unit.scenes if s.kept]
+        # faces are counted where they can decide: scenes with enough shots (all scenes in score mode,
+        # where thresholds may change later)
+        counted = [s for s in scenes if score_mode or len(passing(s)) >= self.config.min_scene_shots]
+        if self.mtcnn is not None and counted:
+            self._count_scene_faces(unit, counted, by_id, all_shots=score_mode)
+        for scene in scenes:
+            shots = passing(scene)
+            if scene in counted and self.mtcnn is not None:
+                scene.max_faces = max((s.n_faces or 0 for s in shots), default=0)
+            summarise_scene(scene, [unit.shots[by_id[sid]] for sid in scene.shot_ids])
+            scene.resolution_bucket, scene.aspect_bucket, scene.duration_bucket = scene_buckets(
+                unit.video, scene, self.buckets
+            )
+            verdict = self.verdict(scene, shots)
+            scene.verdict = verdict[0] if verdict else None
+            if verdict is not None and not score_mode:
+                self._drop(unit, scene, *verdict)
         self.stats.counts["scenes_kept"] += sum(s.kept for s in unit.scenes)
+        self.stats.counts["scenes_flagged"] += sum(s.kept and s.verdict is not None for s in unit.scenes)
         return unit
 
-    def _count_scene_faces(self, unit: VideoUnit, scenes: list[SceneRecord], by_id: dict[str, int]) -> None:
-        shot_idx = [by_id[sid] for sc in scenes for sid in sc.shot_ids if unit.shots[by_id[sid]].kept]
+    def _count_scene_faces(
+        self, unit: VideoUnit, scenes: list[SceneRecord], by_id: dict[str, int], all_shots: bool
+    ) -> None:
+        shot_idx = [
+            by_id[sid]
+            for sc in scenes
+            for sid in sc.shot_ids
+            if unit.shots[by_id[sid]].kept and (all_shots or unit.shots[by_id[sid]].verdict is None)
+        ]
         keyframes = [k for i in shot_idx for k in unit.keyframes[i]]
         found: list[int] = []
         for b in range(0, len(keyframes), _FACE_BATCH):  # decoded one batch at a time
@@ -138,10 +207,37 @@ class SceneFilter(Stage):
         counts = iter(found)
         for i in shot_idx:
             unit.shots[i].n_faces = max((next(counts) for _ in unit.keyframes[i]), default=0)
-        for scene in scenes:
-            faces = [unit.shots[by_id[sid]].n_faces for sid in scene.shot_ids if unit.shots[by_id[sid]].kept]
-            scene.max_faces = max(faces, default=0)
-            if scene.max_faces > self.config.max_characters:
-                worst = scene.shot_ids[int(np.argmax([unit.shots[by_id[s]].n_faces or 0 for s in scene.shot_ids]))]
-                detail = f"{scene.max_faces} faces in shot {worst} > max_characters {self.config.max_characters}"
-                self._drop(unit, scene, "too-many-characters", detail)
+
+
+def scene_verdict(config: FiltersConfig, passing: list[ShotRecord]) -> tuple[str, str] | None:
+    """``(reason, detail)`` the thresholds give a scene from its passing shots (kept, no verdict), or None.
+
+    Faces are judged from the shots' stored ``n_faces`` (counted by ``SceneFilter``)."""
+    n = len(passing)
+    if n < config.min_scene_shots:
+        return "too-few-shots", f"{n} kept shots < min_scene_shots {config.min_scene_shots}"
+    faces = [s.n_faces or 0 for s in passing]
+    if config.faces and faces and max(faces) > config.max_characters:
+        worst = passing[int(np.argmax(faces))].shot_id
+        return "too-many-characters", f"{max(faces)} faces in shot {worst} > max_characters {config.max_characters}"
+    return None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _max(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(max(present)) if present else None
+
+
+def summarise_scene(scene: SceneRecord, shots: list[ShotRecord]) -> None:
+    """Scene score summaries over its kept shots: mean flow, sharpness, aesthetic; max frozen, text area."""
+    kept = [s for s in shots if s.kept]
+    scene.mean_flow = _mean([s.flow for s in kept])
+    scene.max_frozen = _max([s.frozen for s in kept])
+    scene.max_text_area = _max([s.text_area for s in kept])
+    scene.mean_sharpness = _mean([s.sharpness for s in kept])
+    scene.mean_aesthetic = _mean([s.aesthetic for s in kept])

@@ -117,6 +117,15 @@ class ShotRecord:
     motion: float = 0.0  # mean absolute luma difference between consecutive frames, 0..255
     n_faces: int | None = None
     boundary_score: float = 0.0  # detector confidence of the cut that opens this shot
+    # scores (curation/scores.py); None where not measured
+    flow: float | None = None  # mean optical-flow magnitude, frame diagonals per second
+    frozen: float | None = None  # fraction 0..1 of frame pairs flow_interval_s apart that did not change
+    text_area: float | None = None  # fraction 0..1 of the keyframe covered by detected text
+    sharpness: float | None = None  # Laplacian variance / luma variance of the keyframe
+    aesthetic: float | None = None  # aesthetic head on the CLIP embedding
+    verdict: str | None = None  # the shot filter's reason at the run's thresholds, None when it passes
+    duplicate_of: str | None = None  # shot_id of the shot (of another video) this one near-duplicates
+    duplicate_similarity: float | None = None
 
     @property
     def n_frames(self) -> int:
@@ -150,6 +159,18 @@ class SceneRecord:
     caption_status: str = "pending"
     n_characters: int | None = None
     shard: str | None = None  # shard file name holding the sample, once written
+    # score summaries over the scene's shots, verdict, buckets, duplicates (curation/scores.py, dedup.py)
+    mean_flow: float | None = None
+    max_frozen: float | None = None
+    max_text_area: float | None = None
+    mean_sharpness: float | None = None
+    mean_aesthetic: float | None = None
+    verdict: str | None = None  # the scene filter's reason at the run's thresholds, None when it passes
+    resolution_bucket: str | None = None
+    aspect_bucket: str | None = None
+    duration_bucket: str | None = None
+    duplicate_of: str | None = None  # scene_id of the scene (of another video) this one near-duplicates
+    duplicate_similarity: float | None = None
 
     @property
     def key(self) -> str:
@@ -239,6 +260,14 @@ SHOT_SCHEMA = pa.schema(
         ("motion", pa.float32()),
         ("n_faces", pa.int32()),
         ("boundary_score", pa.float32()),
+        ("flow", pa.float32()),
+        ("frozen", pa.float32()),
+        ("text_area", pa.float32()),
+        ("sharpness", pa.float32()),
+        ("aesthetic", pa.float32()),
+        ("verdict", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("duplicate_similarity", pa.float32()),
     ]
 )
 
@@ -258,6 +287,17 @@ SCENE_SCHEMA = pa.schema(
         ("caption_status", pa.string()),
         ("n_characters", pa.int32()),
         ("shard", pa.string()),
+        ("mean_flow", pa.float32()),
+        ("max_frozen", pa.float32()),
+        ("max_text_area", pa.float32()),
+        ("mean_sharpness", pa.float32()),
+        ("mean_aesthetic", pa.float32()),
+        ("verdict", pa.string()),
+        ("resolution_bucket", pa.string()),
+        ("aspect_bucket", pa.string()),
+        ("duration_bucket", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("duplicate_similarity", pa.float32()),
     ]
 )
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .dedup import dedup_at_finalize
 from .records import (
     MANIFESTS,
     CaptionRecord,
@@ -555,6 +556,7 @@ def finalize(out_dir: str, run_info: dict[str, Any] | None = None) -> dict[str, 
     """
     journal = read_journal(out_dir)
     manifests = merged_manifests(out_dir, journal)
+    duplicates = dedup_at_finalize(out_dir, manifests, journal.markers, run_info or {})  # curation/dedup.py
     for name, cls in MANIFESTS.items():
         write_manifest(manifests[name], cls, os.path.join(out_dir, "manifests", f"{name}.parquet"))
     shards = sorted((m["shard"] for m in journal.markers if m["shard"]), key=lambda s: s["url"])
@@ -587,6 +589,7 @@ def finalize(out_dir: str, run_info: dict[str, Any] | None = None) -> dict[str, 
         "samples": sum(s["nsamples"] for s in shards),
         "bytes": sum(s["bytes"] for s in shards),
         "rejects": dict(sorted(Counter(f"{r.stage}/{r.reason}" for r in manifests["rejects"]).items())),
+        "duplicates": duplicates,
     }
     llm = Counter()
     for name in ("caption", "verify"):

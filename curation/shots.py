@@ -48,6 +48,7 @@ from .config import CurateConfig, ShotsConfig
 from .embed import resolve_device
 from .errors import MissingDependency, UnreadableVideo
 from .records import ShotRecord, VideoRecord, shot_id
+from .scores import MotionSampler
 from .stage import Keyframe, Stage, VideoUnit
 from .video import Frame, FrameDecoder, analysis_size, probe
 
@@ -399,6 +400,7 @@ class _OpenShot:
     luma: float = 0.0
     spread: float = 0.0
     motion: float = 0.0
+    sampler: MotionSampler | None = None  # flow and frozen scores (curation/scores.py)
 
 
 @dataclass
@@ -407,13 +409,16 @@ class _Pending:
     luma: float
     spread: float
     motion: float  # mean absolute luma difference to the previous frame
+    gray: np.ndarray | None = None  # detection-size grey frame, for the motion scores
 
 
 class _ShotBuilder:
     """Assigns frames to shots once the detector's horizon has passed them; closes shots at boundaries."""
 
-    def __init__(self, video: VideoRecord, keyframe_mode: str, jpeg_quality: int):
+    def __init__(self, video: VideoRecord, keyframe_mode: str, jpeg_quality: int, scores: Any = None):
         self.video = video
+        self.scores = scores  # ScoresConfig: motion scores are sampled when given
+        self.score_seconds = 0.0
         self.mode = keyframe_mode
         self.quality = jpeg_quality
         self.shots: list[ShotRecord] = []
@@ -450,7 +455,11 @@ class _ShotBuilder:
             if self._open is not None:
                 self._close(f.index, f.time_s)
             self._open = _OpenShot(f.index, f.time_s, b.kind if b else "cut", b.score if b else 0.0)
+            if self.scores is not None:
+                self._open.sampler = MotionSampler(self.scores)
         shot = self._open
+        if shot.sampler is not None and item.gray is not None:
+            shot.sampler.add(f.time_s, item.gray)
         shot.reservoir.add(f.index, f.rgb)
         shot.luma += item.luma
         shot.spread += item.spread
@@ -467,6 +476,10 @@ class _ShotBuilder:
             if not picks or picks[-1][0] != pick[0]:
                 picks.append(pick)
         index = len(self.shots)
+        flow, frozen = None, None
+        if shot.sampler is not None:
+            flow, frozen = shot.sampler.result()
+            self.score_seconds += shot.sampler.seconds
         self.shots.append(
             ShotRecord(
                 shot_id=shot_id(self.video.video_id, index),
@@ -482,6 +495,8 @@ class _ShotBuilder:
                 contrast=shot.spread / shot.n,
                 motion=shot.motion / max(1, shot.n - 1),
                 boundary_score=shot.score,
+                flow=flow,
+                frozen=frozen,
             )
         )
         self.keyframes.append([Keyframe.encode(rgb, self.quality) for _, rgb in picks])
@@ -553,6 +568,7 @@ class ShotSplitter(Stage):
             backend = "transnetv2" if self.device.startswith("cuda") else "scenedetect"
         self.backend = backend
         self._model = load_transnet(self.device) if backend in ("transnetv2", "hybrid") else None
+        self.score_seconds = 0.0  # time spent on motion scores (curation/scores.py), not a counter: timings vary
 
     def make_detector(self, fps: Fraction) -> BoundaryDetector:
         """A fresh streaming detector of this stage's backend, short-shot merging included."""
@@ -572,7 +588,8 @@ class ShotSplitter(Stage):
         dw = min(self.config.shots.detect_width, size[0])
         small_size = (dw, max(2, round(size[1] * dw / size[0])))
         detector = self.make_detector(video.fps)
-        builder = _ShotBuilder(video, self.config.keyframes.mode, self.config.keyframes.jpeg_quality)
+        keyframes = self.config.keyframes
+        builder = _ShotBuilder(video, keyframes.mode, keyframes.jpeg_quality, self.config.scores)
         prev: np.ndarray | None = None
         n = 0
         frames = FrameDecoder(video.uri, size=size, threads=self.config.video.decode_threads)
@@ -586,7 +603,8 @@ class ShotSplitter(Stage):
             motion = cv2.norm(gray, prev, cv2.NORM_L1) / gray.size if prev is not None else 0.0
             prev = gray
             boundaries = detector.feed(frame.index, small)
-            builder.add(_Pending(frame, float(mean[0, 0]), float(std[0, 0]), motion), boundaries, detector.horizon)
+            pending = _Pending(frame, float(mean[0, 0]), float(std[0, 0]), motion, gray)
+            builder.add(pending, boundaries, detector.horizon)
             n += 1
         if n == 0:
             raise UnreadableVideo(f"{video.uri}: no frame could be decoded", reason="no-frames")
@@ -599,6 +617,7 @@ class ShotSplitter(Stage):
         self.stats.counts["frames"] += n
         self.stats.counts["shots"] += len(builder.shots)
         self.stats.counts["gradual"] += sum(s.transition_in == "gradual" for s in builder.shots)
+        self.score_seconds += builder.score_seconds  # the motion scores' share of the pass (benchmarks read it)
         return unit
 
     def _drop_damaged(self, unit: VideoUnit) -> None:

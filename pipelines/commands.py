@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=sorted(ENGINES), default="local", help="executor (default: local)")
     p.set_defaults(func=cmd_demo)
 
+    from .refilter import register as register_refilter  # filmweaver refilter (pipelines/refilter.py)
+
+    register_refilter(sub)
+
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, "YAML config file (see `filmweaver config show`)", "shots.backend=auto")

@@ -54,6 +54,11 @@ class RunSummary:
                 f"  dataset : {d.get('samples', 0)} scenes in {d.get('shards', 0)} shards "
                 f"({d.get('bytes', 0) / 1e6:.1f} MB) from {d.get('videos_ok', 0)} videos"
             )
+        dup = d.get("duplicates") or {}
+        if dup.get("shots") or dup.get("scenes"):  # curation/dedup.py, across videos
+            lines.append(
+                f"  dupes   : {dup.get('shots', 0)} shots, {dup.get('scenes', 0)} scenes near-duplicate another video's"
+            )
         out = os.path.abspath(self.out_dir)
         lines.append(f"  output  : {os.path.join(out, 'shards')}  (index.json, manifests/, run.json in {out})")
         return "\n".join(lines)

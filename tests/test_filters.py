@@ -15,10 +15,10 @@ from curation.video import iter_frames
 VID = "vfilt"
 
 
-def _shot(i: int, seconds: float = 2.0, brightness=120.0, contrast=40.0, motion=3.0) -> ShotRecord:
+def _shot(i: int, seconds: float = 2.0, brightness=120.0, contrast=40.0, frozen=0.0, **scores) -> ShotRecord:
     return ShotRecord(
         shot_id(VID, i), VID, i, i * 48, i * 48 + int(seconds * 24), i * 2.0, i * 2.0 + seconds,
-        brightness=brightness, contrast=contrast, motion=motion,
+        brightness=brightness, contrast=contrast, frozen=frozen, **scores,
     )  # fmt: skip
 
 
@@ -43,21 +43,21 @@ def test_shot_reasons_with_measured_values():
         _shot(1, seconds=0.5),
         _shot(2, brightness=7.25),
         _shot(3, contrast=2.5),
-        _shot(4, motion=0.125),
+        _shot(4, frozen=0.875),
         _shot(5, seconds=0.5, brightness=1.0),  # first reason wins
     ]
     stage = ShotFilter(CurateConfig())
     (out,) = run_stage(stage, _unit(shots))
     assert [s.kept for s in out.shots] == [True, False, False, False, False, False]
-    assert [s.reject_reason for s in out.shots] == [None, "too-short", "black", "blank", "static", "too-short"]
+    assert [s.reject_reason for s in out.shots] == [None, "too-short", "black", "blank", "frozen", "too-short"]
     rows = {r.item_id: r for r in out.rejects}
     assert set(rows) == {shot_id(VID, i) for i in range(1, 6)}
     assert all(r.stage == "shot_filter" and r.uri == "film.mp4" for r in rows.values())
     assert rows[shot_id(VID, 1)].detail == "duration 0.500s < min_shot_s 1.0"
     assert "7.25" in rows[shot_id(VID, 2)].detail and "black_luma 18.0" in rows[shot_id(VID, 2)].detail
     assert "2.50" in rows[shot_id(VID, 3)].detail and "blank_contrast" in rows[shot_id(VID, 3)].detail
-    assert "0.125" in rows[shot_id(VID, 4)].detail and "static_motion" in rows[shot_id(VID, 4)].detail
-    assert stage.stats.rejects == {"too-short": 2, "black": 1, "blank": 1, "static": 1}
+    assert rows[shot_id(VID, 4)].detail == "frozen 0.88 >= max_frozen 0.6"
+    assert stage.stats.rejects == {"too-short": 2, "black": 1, "blank": 1, "frozen": 1}
     assert stage.stats.counts["shots_kept"] == 1
 
 
@@ -122,3 +122,19 @@ def test_faces_counted_and_crowded_scene_dropped(face_crop, face_filter):
     crowded = next(r for r in out.rejects if r.reason == "too-many-characters")
     assert crowded.item_id == scene_id(VID, 1) and crowded.stage == "scene_filter"
     assert crowded.detail == f"5 faces in shot {shot_id(VID, 2)} > max_characters 4"
+
+
+def test_motion_reasons_and_score_mode_keeps_everything():
+    shots = [_shot(0, flow=0.05), _shot(1, flow=0.001), _shot(2, flow=0.9), _shot(3, frozen=1.0, flow=0.0)]
+    cfg = CurateConfig()
+    cfg.filters.min_motion, cfg.filters.max_motion, cfg.scores.text = 0.002, 0.5, False
+    (out,) = run_stage(ShotFilter(cfg), _unit(shots))
+    assert [s.reject_reason for s in out.shots] == [None, "low-motion", "high-motion", "frozen"]
+    assert out.rejects[0].detail == "flow 0.0010 diag/s < min_motion 0.002"
+    assert all(s.sharpness == 0.0 and s.text_area is None for s in out.shots)  # black keyframes, text off
+
+    cfg.filters.mode = "score"
+    stage = ShotFilter(cfg)
+    (out,) = run_stage(stage, _unit([_shot(i, **kw) for i, kw in enumerate([{"flow": 0.05}, {"flow": 0.001}])]))
+    assert [(s.kept, s.verdict) for s in out.shots] == [(True, None), (True, "low-motion")]
+    assert not out.rejects and stage.stats.counts["shots_flagged"] == 1
