@@ -36,6 +36,7 @@ import pickle
 import sys
 import time
 import uuid
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -332,6 +333,7 @@ def run_ray(
             "cluster_resources": resources,
             "model_actors": bool(actors if actors is not None else resources.get("GPU")),
             "stage_cpu_busy_share": busy_share,  # stage task seconds / (graph seconds x cluster CPUs)
+            "stage_window": attempts.get("stage_window"),  # Unix times of the first stage start, last stage end
             "worker_crashes": sum(len(c) for c in attempts["crashes"].values()),
             "node_losses": attempts["node_losses"],
             "quarantined_videos": len(attempts["quarantined"]),
@@ -371,12 +373,33 @@ def _run_graph(
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     # on the driver's node: a lost worker node must not take the attempt history with it
     ledger = ray.remote(AttemptLedger).options(num_cpus=0, scheduling_strategy=here).remote(max_failures)
-    retries = task_retries(max_failures)
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = len(todo)  # a video Ray gives up on costs that video, not the run
+    ds = ray.data.from_items([{COLUMN: _start(uri, vid)} for uri, vid in todo], override_num_blocks=len(todo))
+    with warnings.catch_warnings():
+        # Ray Data has no named parameter for task retries yet, and its catch-all remote arguments warn
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        ds = _stage_operators(ds, config, output, resources, actors, ledger, task_retries(max_failures))
+    # Write tasks ask for no CPU. Ray Data reserves part of the cluster for every operator that asks for some
+    # (reservation ratio 0.5, split evenly), so a writer asking for even 0.25 CPU cost the stage operator
+    # about half the CPUs, and the writer still waited behind the stage tasks for a free CPU until they were
+    # all done, holding every finished video uncommitted. An operator that asks for no CPU reserves none and
+    # is never held back by CPU: the stage tasks get every CPU and commits follow the stages as they finish.
+    # A write task is short and mostly I/O (tar and Parquet writes), so it oversubscribes a CPU only briefly.
+    # Different resources also keep the writer unfused from the stage tasks, which would otherwise process
+    # the videos_per_write videos a write task gathers one after the other.
+    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    report = ray.get(ledger.report.remote())
+    ray.kill(ledger)
+    return report
+
+
+def _stage_operators(ds, config, output, resources, actors, ledger, retries: int):
+    """``ds`` mapped through every ``StageGroup`` and ``_finish``: rows of pickled ``CuratedVideo``."""
+    import ray
+
     config_json = config.model_dump_json()
     stage_dir = output.local_dir or output.uri  # where the LLM stages keep their response cache
-    ds = ray.data.from_items([{COLUMN: _start(uri, vid)} for uri, vid in todo], override_num_blocks=len(todo))
     cpus = max(1, int(resources.get("CPU", 1)))
     for group in plan_groups(config, bool(resources.get("GPU")), actors):
         args = (config_json, stage_dir, group.names, group.scene, ledger)
@@ -397,13 +420,7 @@ def _run_graph(
                 _run_group, fn_args=args, batch_size=1, num_cpus=1, max_retries=retries, zero_copy_batch=True
             )
         log.debug("operator %s", "+".join(group.names))
-    ds = ds.map_batches(_finish, batch_size=1, max_retries=retries, zero_copy_batch=True)
-    # a smaller CPU share keeps the writer out of the stage tasks: fused, the sink's bundling of
-    # videos_per_write rows would make one task process those videos one after the other
-    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
-    report = ray.get(ledger.report.remote())
-    ray.kill(ledger)
-    return report
+    return ds.map_batches(_finish, batch_size=1, num_cpus=1, max_retries=retries, zero_copy_batch=True)
 
 
 def _run_group(batch: dict[str, np.ndarray], config_json: str, stage_dir: str | None, names, scene, ledger) -> dict:

@@ -109,10 +109,12 @@ class AttemptLedger:
         now = time.time()
         started: Counter[str] = Counter()
         busy: Counter[str] = Counter()
+        window = [now, self.t0]
         for attempts in self.attempts.values():
             for a in attempts:
                 started[a.node_id] += 1
                 busy[a.node_id] += (a.ended or now) - a.started
+                window = [min(window[0], a.started), max(window[1], a.ended or now)]
         nodes = [
             {"node_id": n, "ip": self.node_ips[n], "stage_attempts": started[n], "stage_busy_s": round(busy[n], 3)}
             for n in sorted(started, key=lambda n: (self.node_ips[n], n))
@@ -121,6 +123,7 @@ class AttemptLedger:
             "nodes_worked": nodes,
             "stage_busy_s": round(sum(busy.values()), 3),
             "seconds": round(now - self.t0, 3),
+            "stage_window": [round(t, 3) for t in window],  # first stage start, last stage end (Unix time)
             "crashes": {v: c for v, c in sorted(self.crashes.items())},
             "node_losses": self.node_losses,
             "quarantined": sorted(self.quarantined),
