@@ -326,6 +326,7 @@ def export_clip(
     Display orientation, square pixels, short side ``min(short_side, source short side)``, even dims.
     Seeks near the start (FFmpeg accurate input seeking) instead of decoding from the beginning; the seek
     time falls halfway between the previous and the first wanted frame so rounding never shifts the range.
+    The bytes depend only on the inputs, not on the machine (one x264 thread).
     """
     import ffmpeg
     import imageio_ffmpeg
@@ -356,6 +357,11 @@ def export_clip(
                 preset=preset,
                 movflags="+faststart",
                 fps_mode="passthrough",
+                # x264's bitstream depends on its thread count, which by default follows the CPUs the process
+                # sees (1.5 x cores): the same clip exported on nodes of different sizes differed in bytes.
+                # One encoder thread makes export deterministic (and a 1-CPU Ray task no longer runs 1.5 x
+                # cores encoder threads).
+                threads=1,
                 an=None,
                 sn=None,
                 **{"frames:v": n, "map_metadata": -1},

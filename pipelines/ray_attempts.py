@@ -21,6 +21,7 @@ for a decoder segfault or an out-of-memory kill. Nothing else reads it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import time
@@ -51,34 +52,41 @@ class _Attempt:
     node_ip: str
     pid: int
     started: float
-    ended: float | None = None
 
 
 class AttemptLedger:
-    """Attempts of each video in one run (a Ray actor; see the module docstring).
+    """Attempts of each video in one run (a Ray actor; see the module docstring). Holds the attempts in
+    flight and counters, so its memory follows the tasks running, not the size of the archive.
 
-    ``begin`` returns ``None`` to go ahead or the quarantine detail; ``end`` closes the attempt."""
+    ``begin`` returns ``None`` to go ahead or the quarantine detail; ``end`` closes the attempts."""
 
     def __init__(self, max_failures: int):
         self.max_failures = max_failures
-        self.attempts: dict[str, list[_Attempt]] = {}
+        self.running: dict[str, list[_Attempt]] = {}
         self.crashes: dict[str, list[str]] = {}
         self.node_losses = 0
         self.quarantined: dict[str, str] = {}
         self.node_ips: dict[str, str] = {}
+        self.started: Counter[str] = Counter()  # attempts per node
+        self.busy: Counter[str] = Counter()  # seconds of closed attempts per node
         self.t0 = time.time()
+        self.window = [math.inf, -math.inf]  # first start, last end
 
     def _alive(self) -> set[str]:
         import ray
 
         return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
+    def _close(self, a: _Attempt, now: float) -> None:
+        self.busy[a.node_id] += now - a.started
+        self.window[1] = max(self.window[1], now)
+
     def begin(self, video_id: str, group: str, node_id: str, node_ip: str, pid: int) -> str | None:
         now = time.time()
-        unfinished = [a for a in self.attempts.get(video_id, []) if a.ended is None]
+        unfinished = self.running.pop(video_id, [])
         alive = self._alive() if unfinished else set()
         for a in unfinished:
-            a.ended = now
+            self._close(a, now)
             if a.node_id in alive:
                 self.crashes.setdefault(video_id, []).append(
                     f"worker {a.pid} on node {a.node_ip} died in stages {a.group} after {now - a.started:.1f} s"
@@ -93,32 +101,30 @@ class AttemptLedger:
             )
             self.quarantined[video_id] = detail
             return detail
-        self.attempts.setdefault(video_id, []).append(_Attempt(group, node_id, node_ip, pid, now))
+        self.running.setdefault(video_id, []).append(_Attempt(group, node_id, node_ip, pid, now))
         self.node_ips[node_id] = node_ip
+        self.started[node_id] += 1
+        self.window[0] = min(self.window[0], now)
         return None
 
     def end(self, video_ids: list[str]) -> None:
         now = time.time()
         for vid in video_ids:
-            for a in self.attempts.get(vid, []):
-                if a.ended is None:
-                    a.ended = now
+            for a in self.running.pop(vid, []):
+                self._close(a, now)
 
     def report(self) -> dict[str, Any]:
         """Nodes that did stage work (attempts and busy seconds each), crashes, node losses, quarantines."""
         now = time.time()
-        started: Counter[str] = Counter()
-        busy: Counter[str] = Counter()
-        window = [now, self.t0]
-        for attempts in self.attempts.values():
+        busy = Counter(self.busy)
+        for attempts in self.running.values():  # attempts still open at the end: lost with their task
             for a in attempts:
-                started[a.node_id] += 1
-                busy[a.node_id] += (a.ended or now) - a.started
-                window = [min(window[0], a.started), max(window[1], a.ended or now)]
+                busy[a.node_id] += now - a.started
         nodes = [
-            {"node_id": n, "ip": self.node_ips[n], "stage_attempts": started[n], "stage_busy_s": round(busy[n], 3)}
-            for n in sorted(started, key=lambda n: (self.node_ips[n], n))
+            {"node_id": n, "ip": self.node_ips[n], "stage_attempts": self.started[n], "stage_busy_s": round(busy[n], 3)}
+            for n in sorted(self.started, key=lambda n: (self.node_ips[n], n))
         ]
+        window = [min(self.window[0], now), self.window[1] if self.window[1] > -math.inf else now]
         return {
             "nodes_worked": nodes,
             "stage_busy_s": round(sum(busy.values()), 3),

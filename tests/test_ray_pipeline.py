@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,18 @@ def test_filmweaver_curate_has_every_ray_option(capsys, tmp_path):
     argv = ["curate", str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "local", "--num-cpus", "2"]
     assert filmweaver(argv) == 2
     assert "--num-cpus is an option of --engine ray" in capsys.readouterr().err
+
+
+def test_clip_bytes_do_not_depend_on_the_cpus_a_node_has(inputs, tmp_path):
+    """A clip re-exported on another node (here: a process that sees one CPU) has the same bytes."""
+    code = (
+        "import os, sys\n"
+        "from curation.video import export_clip, probe\n"
+        "if sys.argv[2] == 'one-cpu':\n"
+        "    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "clip = export_clip(sys.argv[1], probe(sys.argv[1]), 5, 40, 96, 23, 'veryfast')\n"
+        "open(sys.argv[3], 'wb').write(clip)\n"
+    )
+    for cpus in ("all-cpus", "one-cpu"):
+        subprocess.run([sys.executable, "-c", code, inputs[0], cpus, str(tmp_path / cpus)], check=True, timeout=120)
+    assert (tmp_path / "all-cpus").read_bytes() == (tmp_path / "one-cpu").read_bytes()
