@@ -8,7 +8,8 @@ with its worker: if its node is still alive the death is charged to the video as
 it was a node loss (Ray re-runs the tasks a dead node held), charged to no one. Once a video has caused
 ``max_failures`` crashes its next attempt runs no stage: the task returns it rejected with reason
 ``quarantined`` and the crash history, so it is journaled in the same run, and the run ends. Ray's own task
-retries are bounded as a backstop (``task_retries``).
+retries are bounded as a backstop (``task_retries``). A crash in a batch of several videos (the LLM actor
+pool takes 8 at a time) is charged to each of them: the ledger cannot tell which one caused it.
 
 The ledger also records which nodes did stage work and how busy the stage tasks kept them (``report``), for
 ``run.json``.
