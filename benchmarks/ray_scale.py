@@ -6,7 +6,8 @@ Parallelism: wall time of the Ray executor on the same synthetic films with 1, 2
 (the CPUs of a local Ray started for each measurement; ``ray.init`` is timed apart and not counted).
 Reported per worker count: throughput (seconds of video per wall second), its ratio to 1 worker and the
 share of linear (ratio / workers; goal >= 0.8), the stage CPU busy share from ``run.json`` (stage task
-seconds / (graph seconds x CPUs)), and how the sink commits meanwhile: seconds to the first commit, the
+seconds / (graph seconds x CPUs)), the stage tasks in flight on average while stages ran (stage task
+seconds / stage window: the CPUs the scheduler kept busy, unaffected by other load on the machine), and how the sink commits meanwhile: seconds to the first commit, the
 longest gap between commits, and how many commits happened before the last stage task ended (starved
 commits all land at the end). A measurement with more workers than the machine's cores is printed but
 says nothing about scaling: it is marked ``oversubscribed``.
@@ -73,6 +74,8 @@ def one_parallelism_run(inputs: list[str], out: str, settings: list[str], worker
     commits = [t - start for t in commit_times(out)]
     stage_end = run["ray"]["stage_window"][1] - start
     gaps = [b - a for a, b in zip([0.0, *commits], commits)]
+    window = run["ray"]["stage_window"]
+    busy = sum(n["stage_busy_s"] for n in run["ray"]["nodes_worked"])
     return {
         "workers": workers,
         "ray_init_s": round(init_s, 2),
@@ -80,6 +83,9 @@ def one_parallelism_run(inputs: list[str], out: str, settings: list[str], worker
         "video_s": round(summary.hours * 3600, 1),
         "scenes_written": summary.scenes_written,
         "stage_cpu_busy_share": run["ray"]["stage_cpu_busy_share"],
+        # stage tasks in flight on average between the first stage start and the last stage end: how many
+        # CPUs the scheduler kept busy, whatever else loads the machine
+        "stage_tasks_in_flight": round(busy / max(1e-9, window[1] - window[0]), 2),
         "commits": len(commits),
         "first_commit_s": round(commits[0], 2) if commits else None,
         "longest_commit_gap_s": round(max(gaps), 2) if gaps else None,

@@ -176,3 +176,23 @@ def test_clip_bytes_do_not_depend_on_the_cpus_a_node_has(inputs, tmp_path):
     for cpus in ("all-cpus", "one-cpu"):
         subprocess.run([sys.executable, "-c", code, inputs[0], cpus, str(tmp_path / cpus)], check=True, timeout=120)
     assert (tmp_path / "all-cpus").read_bytes() == (tmp_path / "one-cpu").read_bytes()
+
+
+def test_ledger_charges_crashes_to_the_video_and_node_losses_to_no_one(monkeypatch):
+    from pipelines.ray_attempts import AttemptLedger
+
+    alive = {"n1", "n2"}
+    monkeypatch.setattr(AttemptLedger, "_alive", lambda self: set(alive))
+    ledger = AttemptLedger(max_failures=2)
+    assert ledger.begin("v", "probe", "n2", "10.0.0.2", 7) is None
+    alive.discard("n2")  # node n2 is lost with the attempt: Ray re-runs it, no crash is charged
+    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 8) is None
+    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 9) is None  # pid 8 died on a live node: crash 1
+    ledger.end(["v"])  # this attempt finished: a later start (e.g. a reconstruction) charges nothing
+    assert ledger.begin("v", "export", "n1", "10.0.0.1", 9) is None
+    detail = ledger.begin("v", "export", "n1", "10.0.0.1", 10)  # pid 9 died: crash 2 -> quarantined
+    assert detail is not None and "died in 2 attempts" in detail and "worker 9 on node 10.0.0.1" in detail
+    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 10) is None  # other videos go on
+    report = ledger.report()
+    assert report["node_losses"] == 1 and report["quarantined"] == ["v"] and len(report["crashes"]["v"]) == 2
+    assert {n["ip"]: n["stage_attempts"] for n in report["nodes_worked"]} == {"10.0.0.1": 4, "10.0.0.2": 1}
