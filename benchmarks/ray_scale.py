@@ -7,7 +7,8 @@ Parallelism: wall time of the Ray executor on the same synthetic films with 1, 2
 Reported per worker count: throughput (seconds of video per wall second), its ratio to 1 worker and the
 share of linear (ratio / workers; goal >= 0.8), the stage CPU busy share from ``run.json`` (stage task
 seconds / (graph seconds x CPUs)), the stage tasks in flight on average while stages ran (stage task
-seconds / stage window: the CPUs the scheduler kept busy, unaffected by other load on the machine), and how the sink commits meanwhile: seconds to the first commit, the
+seconds / stage window: how many CPUs the scheduler kept busy with stage work; far less sensitive to other
+load on the machine than wall times), and how the sink commits meanwhile: seconds to the first commit, the
 longest gap between commits, and how many commits happened before the last stage task ended (starved
 commits all land at the end). A measurement with more workers than the machine's cores is printed but
 says nothing about scaling: it is marked ``oversubscribed``.
