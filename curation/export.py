@@ -73,7 +73,11 @@ class _ClipEncoder:
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = _CLIP_TIME_BASE
         self._stream.codec_context.time_base = _CLIP_TIME_BASE
-        self._stream.options = {"crf": str(crf), "preset": preset}
+        # x264's bitstream depends on its thread count, which by default follows the CPUs the process sees: the
+        # same clip exported on nodes of different sizes differed in bytes. One encoder thread makes export
+        # deterministic (and a 1-CPU Ray task no longer runs 1.5 x cores encoder threads).
+        self._stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        self._stream.codec_context.thread_count = 1
         self._t0: float | None = None
         self._pts = -1
 

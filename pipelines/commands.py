@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
 
+from .ray_options import add_ray_arguments, ray_options, ray_options_given
+
 log = logging.getLogger(__name__)
 
 # engine name -> (module, function); the function is run(inputs, out_dir, config) -> RunSummary
@@ -42,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="probe the inputs and print the LLM tokens and dollars captioning would spend; process nothing",
     )
+    add_ray_arguments(p)  # the same options as `python -m pipelines.curate`
     p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("config", help="configuration")
@@ -72,15 +75,17 @@ def _engine(name: str):
         raise ConfigError(f"the {name} engine is not available ({exc}); use --engine local") from None
 
 
-def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = "local") -> Any:
-    """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``."""
+def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = "local", **options: Any) -> Any:
+    """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``.
+
+    ``options``: keyword arguments of the engine's run function (``run_ray``: address, num_cpus, ...)."""
     from .inputs import expand_inputs
 
     uris = expand_inputs(inputs)
     run = _engine(engine)
     if "://" not in out_dir:  # object-store outputs (s3://, gs://) have no folders to make
         os.makedirs(out_dir, exist_ok=True)
-    return run(uris, out_dir, config)
+    return run(uris, out_dir, config, **options)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -93,7 +98,13 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
         print(estimate_for_videos(config, [probe(u).duration_s for u in expand_inputs(args.inputs)]).summary())
         return 0
-    summary = curate(args.inputs, args.out, config, args.engine)
+    if args.engine == "ray":
+        options = ray_options(args)
+    elif given := ray_options_given(args):
+        raise ConfigError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of --engine ray")
+    else:
+        options = {}
+    summary = curate(args.inputs, args.out, config, args.engine, **options)
     print(summary.format())
     return 0
 

@@ -8,10 +8,17 @@ backend is configured) run in an actor pool whose calls carry every scene of a b
 requests are in flight. Elsewhere stages run as CPU tasks that keep their built stages per worker process.
 ``run_stage_batch`` turns every per-item failure into a reject row, so a bad video never fails a block.
 
-Resume: the output's journal names finished videos, which are skipped before the graph is built. A video
-whose task fails for reasons outside Python (a crashed or out-of-memory worker) is not journaled; its failure
-is counted in ``OUT/state/failures.json`` and, after ``max_failures`` runs that failed on it, it is
-quarantined: journaled as rejected with reason ``quarantined`` instead of being retried forever.
+Resume: the output's journal names finished videos, which are skipped before the graph is built.
+
+Failures outside Python: a video whose worker process dies (a decoder segfault, an out-of-memory kill) is
+charged with the crash by the run's ``AttemptLedger`` (``pipelines.ray_attempts``); after ``max_failures``
+crashes it is quarantined in the same run (journaled as rejected, reason ``quarantined``, with the crash
+history) while the other videos go on. Tasks lost with a dead node are retried by Ray and charged to no
+video. Ray's task retries are bounded; a video still unfinished when the graph ends (its nodes kept dying)
+is counted in ``OUT/state/failures.json`` and quarantined after ``max_failures`` such runs.
+
+Cluster safety: before any work, every node must see a local ``--out`` and the local inputs
+(``pipelines.ray_nodes``), else the run is refused with the names of the nodes that do not.
 
 Entry point for ``ray job submit --working-dir . -- python -m pipelines.curate INPUT... --out DIR``: it
 joins the cluster in ``RAY_ADDRESS`` (or ``--address``), else starts a local Ray.
@@ -29,6 +36,7 @@ import pickle
 import sys
 import time
 import uuid
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -42,6 +50,9 @@ from pipelines.inputs import expand_inputs, skipped_info
 from pipelines.local import _identify, duplicate_result, run_units
 from pipelines.output import DatasetOutput
 from pipelines.plan import scene_stage_classes, video_stage_classes
+from pipelines.ray_attempts import AttemptGuard, AttemptLedger, task_retries, testing_crash_hook
+from pipelines.ray_nodes import alive_nodes, check_shared_paths
+from pipelines.ray_options import add_ray_arguments, ray_options
 from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
 from pipelines.summary import RunSummary
 
@@ -116,14 +127,39 @@ def _built_stages(config_json: str, out_dir: str | None, names: tuple[str, ...])
 
 
 class StageRunner:
-    """Runs one ``StageGroup`` on a batch of rows; a callable class, so it also serves as an actor."""
+    """Runs one ``StageGroup`` on a batch of rows; a callable class, so it also serves as an actor.
 
-    def __init__(self, config_json: str, stage_dir: str | None, names: tuple[str, ...], scene: bool):
+    ``ledger``: the run's ``AttemptLedger`` actor, told of every video this runner starts and finishes; a
+    video it says has crashed its workers too often is rejected as ``quarantined`` without running a stage.
+    """
+
+    def __init__(
+        self, config_json: str, stage_dir: str | None, names: tuple[str, ...], scene: bool, ledger: Any = None
+    ):
         self.stages = _built_stages(config_json, stage_dir, names)
         self.scene = scene
+        self.guard = AttemptGuard(ledger, "+".join(names)) if ledger is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
         works: list[_Work] = [pickle.loads(b) for b in batch[COLUMN]]
+        started = [w.video_id for w in works if not w.rejected and self._begin(w)]
+        self._run(works)
+        if self.guard is not None and started:
+            self.guard.end(started)
+        return {COLUMN: [pickle.dumps(w, protocol=5) for w in works]}
+
+    def _begin(self, w: _Work) -> bool:
+        """Whether ``w`` may run: not when the ledger quarantines it (then it becomes a rejected video)."""
+        if self.guard is not None:
+            detail = self.guard.begin(w.video_id)
+            if detail is not None:
+                w.rejects.append(Reject(w.video_id, w.uri, "ray", "quarantined", detail))
+                w.rejected = True
+                return False
+        testing_crash_hook(w.uri)
+        return True
+
+    def _run(self, works: list[_Work]) -> None:
         for stage in self.stages:
             stage.stats = StageStats()
             if self.scene:
@@ -140,7 +176,6 @@ class StageRunner:
             embedder = getattr(stage, "embedder", None)
             if embedder is not None:
                 works[0].provenance["embedder"] = {"kind": embedder.kind, "model_id": embedder.model_id}
-        return {COLUMN: [pickle.dumps(w, protocol=5) for w in works]}
 
     @staticmethod
     def _scene_stage(stage: Stage, works: list[_Work]) -> None:
@@ -203,9 +238,12 @@ def run_ray(
 ) -> RunSummary:
     """Curate ``inputs`` (uris, already expanded) into ``out_dir`` (a path or an object-store URI) with Ray.
 
-    ``actors``: run model stages in actor pools (default: when the cluster has GPUs). ``max_failures``: runs
-    that may fail on a video (crashed worker) before it is quarantined. ``videos_per_write``: videos a
-    shard-writing task gathers at least (fewer at the end).
+    ``actors``: run model stages in actor pools (default: when the cluster has GPUs). ``max_failures``: worker
+    crashes a video may cause in this run, and runs that may end with it unfinished, before it is quarantined.
+    ``videos_per_write``: videos a shard-writing task gathers at least (fewer at the end).
+
+    Raises ``OutputNotShared`` on a multi-node cluster whose nodes do not all see a local ``out_dir`` or the
+    local inputs (checked before anything is written).
     """
     import ray
 
@@ -239,6 +277,10 @@ def run_ray(
             done.add(video_id)
             first[video_id] = uri
 
+    resources = init_ray(address, num_cpus)
+    nodes = alive_nodes()
+    if todo:
+        check_shared_paths(out_dir, [uri for uri, _ in todo])  # before anything is written
     if driver_results:
         with output.writer(f"{config.shards.prefix}-{run_id}-driver", config.shards.max_bytes) as writer:
             for result in driver_results:
@@ -246,11 +288,12 @@ def run_ray(
                 output.publish(writer)
                 _count_driver(summary, result)
 
-    resources = init_ray(address, num_cpus)
     sink = ShardDatasink(out_dir, config.shards.prefix, config.shards.max_bytes, run_id, videos_per_write)
+    attempts: dict[str, Any] = {"nodes_worked": [], "crashes": {}, "node_losses": 0, "quarantined": []}
     if todo:
-        _run_graph(todo, config, output, sink, resources, actors)
+        attempts = _run_graph(todo, config, output, sink, resources, actors, max_failures)
     _merge(summary, sink.summary)
+    _check_late_nodes(out_dir, todo, nodes, attempts["nodes_worked"])
 
     finished = output.journal().finished
     failed = [(uri, vid) for uri, vid in todo if vid not in finished]
@@ -258,16 +301,30 @@ def run_ray(
         for uri, vid in failed:
             entry = failures.setdefault(vid, {"uri": uri, "failures": 0, "reasons": []})
             entry["failures"] += 1
-            entry["reasons"].append(f"run {run_id}: its Ray task failed (see the Ray logs of this run)")
+            crashes = attempts["crashes"].get(vid, [])
+            entry["reasons"].append(
+                f"run {run_id}: unfinished after Ray retried its tasks up to {task_retries(max_failures)} times"
+                + (f"; {'; '.join(crashes[-2:])}" if crashes else "")
+            )
         output.write_state(FAILURES, failures)
         log.error(
-            "%d videos failed outside the stages (worker crash or out of memory); they are retried on the next "
-            "run and quarantined after %d failures: %s",
+            "%d videos are unfinished: Ray gave up on their tasks (nodes lost repeatedly, or an error outside the "
+            "stages; see the Ray logs); they are retried on the next run and quarantined after %d such runs: %s",
             len(failed),
             max_failures,
             [u for u, _ in failed],
         )
+    if attempts["quarantined"]:
+        log.warning(
+            "%d videos crashed their worker %d times and were quarantined (rejects.parquet, reason 'quarantined'): %s",
+            len(attempts["quarantined"]),
+            max_failures,
+            attempts["quarantined"],
+        )
     summary.seconds = time.perf_counter() - t0
+    busy_share = None
+    if attempts.get("seconds"):
+        busy_share = round(attempts["stage_busy_s"] / (attempts["seconds"] * max(1.0, resources.get("CPU", 1))), 3)
     run_info = {
         "engine": "ray",
         "inputs": len(inputs),
@@ -277,15 +334,35 @@ def run_ray(
         "ray": {
             "version": ray.__version__,
             "address": address or os.environ.get("RAY_ADDRESS") or "local",
-            "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+            "nodes": len(alive_nodes()),
+            "nodes_at_start": [{"node_id": n["node_id"], "ip": n["ip"]} for n in nodes],
+            # every node that ran a stage task in this run, also those lost before its end
+            "nodes_worked": attempts["nodes_worked"],
             "cluster_resources": resources,
             "model_actors": bool(actors if actors is not None else resources.get("GPU")),
+            "stage_cpu_busy_share": busy_share,  # stage task seconds / (graph seconds x cluster CPUs)
+            "stage_window": attempts.get("stage_window"),  # Unix times of the first stage start, last stage end
+            "worker_crashes": sum(len(c) for c in attempts["crashes"].values()),
+            "node_losses": attempts["node_losses"],
+            "quarantined_videos": len(attempts["quarantined"]),
             "failed_videos": len(failed),
         },
     }
     run = output.finalize(run_info)
     summary.dataset = run["counts"]
     return summary
+
+
+def _check_late_nodes(
+    out_dir: str, todo: list[tuple[str, str]], at_start: list[dict[str, Any]], worked: list[dict[str, Any]]
+) -> None:
+    """Probe the nodes that joined after the start-of-run check and did work (an autoscaled cluster)."""
+    probed = {n["node_id"] for n in at_start}
+    late = [n for n in worked if n["node_id"] not in probed]
+    if not late or len(at_start) + len(late) < 2:
+        return
+    alive = {n["node_id"]: n for n in alive_nodes()}
+    check_shared_paths(out_dir, [uri for uri, _ in todo], [alive[n["node_id"]] for n in late if n["node_id"] in alive])
 
 
 def _run_graph(
@@ -295,18 +372,45 @@ def _run_graph(
     sink: ShardDatasink,
     resources: dict[str, Any],
     actors: bool | None,
-) -> None:
+    max_failures: int,
+) -> dict[str, Any]:
+    """Run the graph over ``todo``; the ``AttemptLedger`` report (nodes that worked, crashes, quarantines)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    # on the driver's node: a lost worker node must not take the attempt history with it
+    ledger = ray.remote(AttemptLedger).options(num_cpus=0, scheduling_strategy=here).remote(max_failures)
+    ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = len(todo)  # a video Ray gives up on costs that video, not the run
+    ds = ray.data.from_items([{COLUMN: _start(uri, vid)} for uri, vid in todo], override_num_blocks=len(todo))
+    with warnings.catch_warnings():
+        # Ray Data has no named parameter for task retries yet, and its catch-all remote arguments warn
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        ds = _stage_operators(ds, config, output, resources, actors, ledger, task_retries(max_failures))
+    # Write tasks ask for no CPU. Ray Data reserves part of the cluster for every operator that asks for some
+    # (reservation ratio 0.5, split evenly), so a writer asking for even 0.25 CPU cost the stage operator
+    # about half the CPUs, and the writer still waited behind the stage tasks for a free CPU until they were
+    # all done, holding every finished video uncommitted. An operator that asks for no CPU reserves none and
+    # is never held back by CPU: the stage tasks get every CPU and commits follow the stages as they finish.
+    # A write task is short and mostly I/O (tar and Parquet writes), so it oversubscribes a CPU only briefly.
+    # Different resources also keep the writer unfused from the stage tasks, which would otherwise process
+    # the videos_per_write videos a write task gathers one after the other.
+    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    report = ray.get(ledger.report.remote())
+    ray.kill(ledger)
+    return report
+
+
+def _stage_operators(ds, config, output, resources, actors, ledger, retries: int):
+    """``ds`` mapped through every ``StageGroup`` and ``_finish``: rows of pickled ``CuratedVideo``."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.max_errored_blocks = len(todo)  # a crashed worker costs its videos, not the run (they are retried)
     config_json = config.model_dump_json()
     stage_dir = output.local_dir or output.uri  # where the LLM stages keep their response cache
-    ds = ray.data.from_items([{COLUMN: _start(uri, vid)} for uri, vid in todo], override_num_blocks=len(todo))
     cpus = max(1, int(resources.get("CPU", 1)))
     for group in plan_groups(config, bool(resources.get("GPU")), actors):
-        args = (config_json, stage_dir, group.names, group.scene)
-        name = "+".join(group.names)
+        args = (config_json, stage_dir, group.names, group.scene, ledger)
         if group.actors:
             llm = group.scene
             ds = ds.map_batches(
@@ -316,25 +420,19 @@ def _run_graph(
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus if not group.num_gpus else None),
                 num_gpus=group.num_gpus or None,
                 num_cpus=0.5,
+                max_task_retries=retries,
                 zero_copy_batch=True,
             )
         else:
             ds = ds.map_batches(
-                _run_group,
-                fn_args=args,
-                batch_size=1,
-                num_cpus=1,
-                zero_copy_batch=True,
+                _run_group, fn_args=args, batch_size=1, num_cpus=1, max_retries=retries, zero_copy_batch=True
             )
-        log.debug("operator %s", name)
-    ds = ds.map_batches(_finish, batch_size=1, zero_copy_batch=True)
-    # a smaller CPU share keeps the writer out of the stage tasks: fused, the sink's bundling of
-    # videos_per_write rows would make one task process those videos one after the other
-    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
+        log.debug("operator %s", "+".join(group.names))
+    return ds.map_batches(_finish, batch_size=1, num_cpus=1, max_retries=retries, zero_copy_batch=True)
 
 
-def _run_group(batch: dict[str, np.ndarray], config_json: str, stage_dir: str | None, names, scene) -> dict:
-    return StageRunner(config_json, stage_dir, names, scene)(batch)
+def _run_group(batch: dict[str, np.ndarray], config_json: str, stage_dir: str | None, names, scene, ledger) -> dict:
+    return StageRunner(config_json, stage_dir, names, scene, ledger)(batch)
 
 
 def _count_driver(summary: RunSummary, result: VideoResult) -> None:
@@ -354,40 +452,11 @@ def _merge(summary: RunSummary, part: RunSummary) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.curate", description="Curate videos with Ray Data.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs, lists, s3:// or gs://")
+    p.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/prefix)")
+    add_config_arguments(p, "config YAML", "shots.backend=auto")
     add_ray_arguments(p)
     return p
-
-
-def add_ray_arguments(p: argparse.ArgumentParser, with_inputs: bool = True) -> None:
-    """Options of the Ray executor (shared with ``filmweaver curate``)."""
-    if with_inputs:
-        p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs, lists, s3:// or gs://")
-        p.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/prefix)")
-        add_config_arguments(p, "config YAML", "shots.backend=auto")
-    g = p.add_argument_group("ray")
-    g.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
-    g.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started by this run (default: all)")
-    g.add_argument(
-        "--actors",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="model stages in actor pools: 'auto' when the cluster has GPUs",
-    )
-    g.add_argument(
-        "--max-failures", type=int, default=3, help="runs that may crash on a video before it is quarantined"
-    )
-    g.add_argument("--videos-per-write", type=int, default=8, help="videos gathered by each shard-writing task")
-
-
-def ray_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``run_ray`` keyword arguments from parsed ``add_ray_arguments`` options."""
-    return {
-        "address": args.address,
-        "num_cpus": args.num_cpus,
-        "actors": {"auto": None, "on": True, "off": False}[args.actors],
-        "max_failures": args.max_failures,
-        "videos_per_write": args.videos_per_write,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from curation.config import load_config
 from curation.synthetic import make_film
-from pipelines.curate import plan_groups, run_ray
+from pipelines.cli import build_parser as filmweaver_parser
+from pipelines.cli import main as filmweaver
+from pipelines.curate import build_parser, plan_groups, run_ray
 from pipelines.local import run_local
 from pipelines.output import DatasetOutput
+from pipelines.ray_attempts import TESTING_CRASH_ENV
+
+POISON = "poison-"  # inputs whose name holds this SIGKILL their Ray worker (the testing hook)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +48,13 @@ def inputs(tmp_path_factory) -> list[str]:
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    os.environ[TESTING_CRASH_ENV] = POISON  # inherited by the workers of the Ray started here
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        yield ray
+        ray.shutdown()
+    finally:
+        del os.environ[TESTING_CRASH_ENV]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +76,9 @@ def test_ray_matches_local(local_out, ray_out, dataset_view):
     assert dataset_view(out) == dataset_view(local_out)
     run, local_run = (json.loads((o / "run.json").read_text()) for o in (out, local_out))
     assert run["engine"] == "ray" and run["ray"]["cluster_resources"]["CPU"] == 2
+    # the video stages saw 4 videos, the scene stages the 3 not rejected (the broken file is)
+    assert [n["stage_attempts"] for n in run["ray"]["nodes_worked"]] == [4 + 3]
+    assert run["ray"]["worker_crashes"] == run["ray"]["quarantined_videos"] == 0
     assert run["counts"] == local_run["counts"]
 
     # the same stages saw the same items, in the same order; only timings differ
@@ -109,3 +123,76 @@ def test_repeated_failures_are_quarantined(inputs, config, ray_session, dataset_
     assert {r["item_id"] for r in m["rejects"] if r["reason"] == "quarantined"} == {vid}
     assert {v["video_id"]: v["status"] for v in m["videos"]}[vid] == "rejected"
     assert not any(k.startswith(vid) for k in samples)
+
+
+def test_video_that_kills_its_worker_is_quarantined_in_the_same_run(
+    inputs, small_settings, ray_session, dataset_view, tmp_path, capsys
+):
+    poison = tmp_path / f"{POISON}film.mp4"
+    make_film(poison, seed=9, n_scenes=1, shots_per_scene=(2, 2), shot_seconds=(1.0, 1.0))
+    out = tmp_path / "out"
+    sets = [a for s in small_settings for a in ("--set", s)]
+    argv = ["curate", str(poison), inputs[1], "--out", str(out), "--engine", "ray", "--max-failures", "2", *sets]
+    assert filmweaver(argv) == 0  # the run ends; the other video is curated
+    assert "quarantined" in capsys.readouterr().out
+    from curation.video import content_id
+
+    m, samples = dataset_view(out)
+    status = {v["uri"]: v["status"] for v in m["videos"]}
+    assert status == {str(poison): "rejected", inputs[1]: "ok"}
+    [reject] = [r for r in m["rejects"] if r["reason"] == "quarantined"]
+    assert reject["item_id"] == content_id(str(poison)) and reject["stage"] == "ray"
+    assert "died in 2 attempts" in reject["detail"]  # --max-failures reached run_ray
+    assert samples and all(k.startswith(content_id(inputs[1])) for k in samples)
+    ray_info = json.loads((out / "run.json").read_text())["ray"]
+    assert ray_info["worker_crashes"] == 2 and ray_info["quarantined_videos"] == 1 and ray_info["failed_videos"] == 0
+    assert not (out / "state" / "failures.json").exists()
+
+
+def test_filmweaver_curate_has_every_ray_option(capsys, tmp_path):
+    def ray_flags(parser) -> set[str]:
+        if "curate" in parser.prog.split():
+            return {o for a in parser._actions for o in a.option_strings}
+        return ray_flags(parser._subparsers._group_actions[0].choices["curate"])
+
+    flags = {o for a in build_parser()._actions for o in a.option_strings}
+    assert {"--num-cpus", "--address", "--max-failures", "--actors", "--videos-per-write"} <= flags
+    assert flags <= ray_flags(filmweaver_parser())
+    argv = ["curate", str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "local", "--num-cpus", "2"]
+    assert filmweaver(argv) == 2
+    assert "--num-cpus is an option of --engine ray" in capsys.readouterr().err
+
+
+def test_clip_bytes_do_not_depend_on_the_cpus_a_node_has(inputs, tmp_path):
+    """A clip re-exported on another node (here: a process that sees one CPU) has the same bytes."""
+    code = (
+        "import os, sys\n"
+        "from curation.video import export_clip, probe\n"
+        "if sys.argv[2] == 'one-cpu':\n"
+        "    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "clip = export_clip(sys.argv[1], probe(sys.argv[1]), 5, 40, 96, 23, 'veryfast')\n"
+        "open(sys.argv[3], 'wb').write(clip)\n"
+    )
+    for cpus in ("all-cpus", "one-cpu"):
+        subprocess.run([sys.executable, "-c", code, inputs[0], cpus, str(tmp_path / cpus)], check=True, timeout=120)
+    assert (tmp_path / "all-cpus").read_bytes() == (tmp_path / "one-cpu").read_bytes()
+
+
+def test_ledger_charges_crashes_to_the_video_and_node_losses_to_no_one(monkeypatch):
+    from pipelines.ray_attempts import AttemptLedger
+
+    alive = {"n1", "n2"}
+    monkeypatch.setattr(AttemptLedger, "_alive", lambda self: set(alive))
+    ledger = AttemptLedger(max_failures=2)
+    assert ledger.begin("v", "probe", "n2", "10.0.0.2", 7) is None
+    alive.discard("n2")  # node n2 is lost with the attempt: Ray re-runs it, no crash is charged
+    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 8) is None
+    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 9) is None  # pid 8 died on a live node: crash 1
+    ledger.end(["v"])  # this attempt finished: a later start (e.g. a reconstruction) charges nothing
+    assert ledger.begin("v", "export", "n1", "10.0.0.1", 9) is None
+    detail = ledger.begin("v", "export", "n1", "10.0.0.1", 10)  # pid 9 died: crash 2 -> quarantined
+    assert detail is not None and "died in 2 attempts" in detail and "worker 9 on node 10.0.0.1" in detail
+    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 10) is None  # other videos go on
+    report = ledger.report()
+    assert report["node_losses"] == 1 and report["quarantined"] == ["v"] and len(report["crashes"]["v"]) == 2
+    assert {n["ip"]: n["stage_attempts"] for n in report["nodes_worked"]} == {"10.0.0.1": 4, "10.0.0.2": 1}
