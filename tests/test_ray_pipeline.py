@@ -167,7 +167,7 @@ def test_clip_bytes_do_not_depend_on_the_cpus_a_node_has(inputs, tmp_path):
     """A clip re-exported on another node (here: a process that sees one CPU) has the same bytes."""
     code = (
         "import os, sys\n"
-        "from curation.video import export_clip, probe\n"
+        "from curation.export import export_clip\nfrom curation.video import probe\n"
         "if sys.argv[2] == 'one-cpu':\n"
         "    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
         "clip = export_clip(sys.argv[1], probe(sys.argv[1]), 5, 40, 96, 23, 'veryfast')\n"
