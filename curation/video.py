@@ -363,7 +363,7 @@ def export_clip(
         )
         args = stream.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe(), overwrite_output=True)
         args[1:1] = ["-hide_banner", "-loglevel", "error", "-nostdin"]
-        proc = subprocess.run(args, capture_output=True)
+        proc = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0 or not os.path.exists(out):
             err = proc.stderr.decode(errors="replace").strip().splitlines()
             raise UnreadableVideo(

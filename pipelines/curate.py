@@ -174,10 +174,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
     """Join the cluster at ``address`` / ``RAY_ADDRESS``, else start a local Ray; the cluster's resources."""
     import ray
 
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
-        ray.init(**kwargs, logging_level=logging.WARNING, log_to_driver=True)
+    from .ray_session import start_ray
+
+    kwargs: dict[str, Any] = {} if (address or os.environ.get("RAY_ADDRESS")) else {"num_cpus": num_cpus}
+    start_ray(address, **kwargs, logging_level=logging.WARNING, log_to_driver=True)
     return {k: v for k, v in sorted(ray.cluster_resources().items()) if not k.startswith("node:")}
 
 
