@@ -30,7 +30,6 @@ from pydantic import ValidationError
 from curation.errors import ConfigError
 
 from .config import SampleConfig, ShotSpec, StoryScript
-from .sampler import chunk_seed
 from .shot_cache import ShotCache
 from .temporal_cache import TemporalCache
 
@@ -244,6 +243,8 @@ class StorySession:
     def run(self, sampler, max_rounds: int | None = None) -> list[dict]:
         """Generate the pending rounds (at most ``max_rounds``), then write the shot and story videos.
         Returns the records of the rounds generated now."""
+        from .sampler import chunk_seed
+
         cfg = self.config
         if self._unsaved and self.record(0) is None:
             self.save()  # a new session: written before its rounds, once the sampler is built

@@ -28,30 +28,41 @@ def detach_stdin() -> None:
     os.close(null)
 
 
-def start_ray(address: str | None = None, **init_kwargs: Any) -> bool:
+def start_ray(address: str | None = None, **init_kwargs: Any) -> None:
     """Join the cluster at ``address`` / ``RAY_ADDRESS``, else start a local Ray (``init_kwargs`` go to
-    ``ray.init``); a no-op when Ray is already initialised. Returns True when the resources are fixed (a
-    local Ray, started here or before), False when joining a cluster that may scale up."""
+    ``ray.init``); a no-op when Ray is already initialised. Stdin is detached first (see the module)."""
     import ray
 
     if ray.is_initialized():
-        return True
+        return
     detach_stdin()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, **init_kwargs)
-        return False
+        return
     init_kwargs.setdefault("logging_level", logging.WARNING)
     ray.init(**init_kwargs)
-    return True
 
 
-def require_resources(what: str, cpus: float = 0, gpus: float = 0) -> None:
-    """Raise ``ConfigError`` when the running Ray cluster has fewer CPUs or GPUs in total than ``what`` needs
-    (Ray would otherwise wait for them forever)."""
+def require_resources(what: str, cpus: float = 0, gpus: float = 0, address: str | None = None) -> None:
+    """Raise ``ConfigError`` when the Ray cluster ``start_ray(address)`` would use has fewer CPUs or GPUs in
+    total than ``what`` needs (Ray would wait for them forever). Checked without starting Ray: the running
+    cluster's resources, else this machine's (a local Ray takes all of them). A cluster joined by address
+    may scale up, so it is not checked."""
     import ray
 
-    have = ray.cluster_resources()
+    if ray.is_initialized():
+        have = ray.cluster_resources()
+    elif address or os.environ.get("RAY_ADDRESS"):
+        return
+    else:
+        import torch
+
+        try:  # what ray.init counts: the CPUs this process may use, within a container's CPU quota
+            from ray._private.utils import get_num_cpus
+        except ImportError:
+            get_num_cpus = os.cpu_count
+        have = {"CPU": get_num_cpus(), "GPU": torch.cuda.device_count()}
     for name, need in (("CPU", cpus), ("GPU", gpus)):
         if need > have.get(name, 0):
             raise ConfigError(

@@ -394,9 +394,9 @@ def run_training(cfg: TrainConfig) -> list[dict[str, Any]] | None:
 
     from pipelines.ray_session import require_resources, start_ray
 
-    n = cfg.distributed.num_workers
-    if start_ray():  # a fixed-size cluster: fail now rather than wait forever for workers it cannot place
-        require_resources(f"distributed.num_workers={n}", cpus=n, gpus=n if use_gpu else 0)
+    n = cfg.distributed.num_workers  # fail now rather than wait forever for workers Ray cannot place
+    require_resources(f"distributed.num_workers={n}", cpus=n, gpus=n if use_gpu else 0)
+    start_ray()
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config=cfg.model_dump(mode="json"),
