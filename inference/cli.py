@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(
         p,
-        "YAML file with sampling settings (see inference/config.py SampleConfig)",
+        "YAML file with sampling settings (see inference/config.py SampleConfig), or a bundled name "
+        f"({', '.join(bundled_configs())}: small frames, few steps)",
         "num_steps=30, shot_cache_size=3, encoders=PATH, embed.pretrained=PATH",
     )
     p.set_defaults(func=cmd_sample)
@@ -37,6 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-scene-len", type=int, default=4, help="PySceneDetect minimum scene length (frames)")
     p.add_argument("--json", dest="json_out", help="also write the scores as JSON here")
     p.set_defaults(func=cmd_evaluate)
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def bundled_configs() -> list[str]:
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+
+
+def config_path(name: str | None) -> str | None:
+    """``name`` itself when it is a file (or None), else the bundled config of that name."""
+    if name is not None and not os.path.exists(name) and name in bundled_configs():
+        return os.path.join(CONFIG_DIR, f"{name}.yaml")
+    return name
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -60,7 +75,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError("a new session needs --checkpoint and --script")
         check_output_dir(args.out)
         overrides = [*args.overrides, f"checkpoint={args.checkpoint}"]
-        config = load_config(args.config, overrides, cls=SampleConfig)
+        config = load_config(config_path(args.config), overrides, cls=SampleConfig)
         from inference.story import StorySession  # torch: after the settings are checked
 
         session = StorySession.new(args.out, config, script)

@@ -58,6 +58,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=sorted(ENGINES), default="local", help="executor (default: local)")
     p.set_defaults(func=cmd_demo, on_interrupt=RESUME_HINT)
 
+    p = sub.add_parser("models", help="write small models for trying the model commands offline")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    tiny = models_sub.add_parser(
+        "tiny",
+        help="tiny random VAE + text encoder (Wan layout), tiny CLIP, and precompute/sample settings using them",
+        description="Random weights: precompute, train, sample and evaluate run offline in minutes on CPU and "
+        "produce noise. See training/tiny_models.py for what is written.",
+    )
+    tiny.add_argument("--out", required=True, help="folder to write (encoders/, clip/, *.yaml)")
+    tiny.set_defaults(func=cmd_models_tiny)
+
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, "YAML config file (see `filmweaver config show`)", "shots.backend=auto")
@@ -166,4 +177,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"shards : {os.path.abspath(os.path.join(args.out, 'shards'))}")
     print(f"card   : {release.readme.resolve()} (dataset card, plots, Croissant)")
     print(f"browse : {release.browser.resolve()} (open in a browser: every scene, its shots and captions)")
+    return 0
+
+
+def cmd_models_tiny(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
+    from training.tiny_models import write_tiny_models
+
+    paths = write_tiny_models(args.out)
+    for name, path in paths.items():
+        print(f"{name:<16} {path}")
     return 0
