@@ -60,7 +60,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from inference.config import SampleConfig, load_script
     from pipelines.errors import check_output_dir
 
-    script = load_script(args.script) if args.script else None
+    script = load_script(args.script, continuation=bool(args.resume)) if args.script else None
     if args.resume:
         from inference.story import CONTINUE_SETTABLE, StorySession
 

@@ -6,7 +6,7 @@ import os
 from typing import Annotated
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from curation.config import EmbedConfig, Section, validation_problems
 from curation.errors import ConfigError
@@ -86,20 +86,22 @@ class StoryScript(Section):
 
     @field_validator("shots")
     @classmethod
-    def _first_is_a_shot(cls, shots: list[ShotSpec]) -> list[ShotSpec]:
-        if shots and shots[0].extend:
+    def _first_is_a_shot(cls, shots: list[ShotSpec], info: ValidationInfo) -> list[ShotSpec]:
+        continuation = bool(info.context and info.context.get("continuation"))
+        if shots and shots[0].extend and not continuation:
             raise ValueError("the first round of a story cannot be an extension (extend: true)")
         return shots
 
 
-def load_script(path: str) -> StoryScript:
-    """A story script from YAML; relative reference paths are resolved against the script's folder."""
+def load_script(path: str, continuation: bool = False) -> StoryScript:
+    """A story script from YAML; relative reference paths are resolved against the script's folder.
+    ``continuation``: the rounds extend a session, so the first may continue its last shot (``extend``)."""
     if not os.path.isfile(path):
         raise ConfigError(f"story script not found: {path}")
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
-        script = StoryScript.model_validate(data)
+        script = StoryScript.model_validate(data, context={"continuation": continuation})
     except yaml.YAMLError as exc:
         raise ConfigError(f"story script {path} is not valid YAML: {exc}") from None
     except ValidationError as exc:
