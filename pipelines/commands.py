@@ -18,13 +18,12 @@ from pydantic import BaseModel
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
 
-from .errors import check_output_dir
+from .errors import RESUME_HINT, check_output_dir
 
 log = logging.getLogger(__name__)
 
 # engine name -> (module, function); the function is run(inputs, out_dir, config) -> RunSummary
 ENGINES = {"local": ("pipelines.local", "run_local"), "ray": ("pipelines.curate", "run_ray")}
-RESUME_HINT = "rerun the same command to resume (finished videos are kept and skipped)"
 # a few scenes with A-B-A-B dialogue cutting, some joined by dissolves and fades
 DEMO_FILM = {"seed": 7, "n_scenes": 4, "size": (640, 360), "shot_seconds": (1.5, 3.0), "gradual_ratio": 0.3}
 

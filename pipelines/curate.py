@@ -385,12 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from curation.errors import FilmweaverError
 
+    from .errors import RESUME_HINT, check_output_dir, report_error
+
     try:
         config = load_config(args.config, args.overrides)
+        check_output_dir(args.out)
         summary = run_ray(expand_inputs(args.inputs), args.out, config, **ray_options(args))
+    except KeyboardInterrupt as exc:
+        return report_error(exc, False, RESUME_HINT)
     except FilmweaverError as exc:
-        print(f"filmweaver: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc, False)
     print(summary.format())
     return 0
 

@@ -14,6 +14,7 @@ from curation.errors import ConfigError, ModelUnavailable
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+RESUME_HINT = "rerun the same command to resume (finished videos are kept and skipped)"
 
 
 def check_output_dir(path: str, option: str = "--out") -> None:
