@@ -6,7 +6,7 @@ Written to ``DIR``::
     encoders/          Wan layout (vae/, text_encoder/, tokenizer/): a 4-channel VAE and a 2-layer UMT5
     clip/tiny-clip.json, clip/tiny-clip.pt    an open_clip model config and its random weights
     precompute.yaml    precompute settings using encoders/ at 64x64, 17 frames, 16 text tokens, CPU
-    sample.yaml        sample and evaluate settings: encoders/, the tiny CLIP, 64x64, 4 solver steps, CPU
+    sample.yaml        sample and evaluate settings: encoders/, the tiny CLIP, 64x64, 4 solver steps, no CFG, CPU
     story.yaml         a three-round story script (a shot, its extension, a new shot)
 """
 
@@ -74,6 +74,7 @@ def write_tiny_models(out_dir: str, seed: int = 0) -> dict[str, str]:
             "width": SIZE,
             "chunk_frames": 2,
             "num_steps": 4,
+            "guidance_scale": 1.0,  # no second (unconditional) pass: half the work
             "text_len": TEXT_LEN,
             "shot_cache_size": 2,
             "device": "cpu",
