@@ -22,11 +22,11 @@ class Section(BaseModel):
 
 class VideoConfig(Section):
     analysis_short_side: int = Field(
-        256, description="Short side in pixels of frames decoded for analysis (detection, keyframes, embedding)."
+        256, ge=16, description="Short side in pixels of frames decoded for analysis (detection, keyframes, embedding)."
     )
-    decode_threads: int = Field(0, description="FFmpeg decoder threads per video; 0 lets FFmpeg choose.")
+    decode_threads: int = Field(0, ge=0, description="FFmpeg decoder threads per video; 0 lets FFmpeg choose.")
     max_duration_s: float | None = Field(
-        None, description="Videos longer than this are rejected (reason 'too-long'); None: no limit."
+        None, gt=0, description="Videos longer than this are rejected (reason 'too-long'); None: no limit."
     )
 
 
@@ -39,18 +39,25 @@ class ShotsConfig(Section):
     detector: Literal["content", "adaptive"] = Field(
         "adaptive", description="PySceneDetect detector: 'content' (fixed threshold) or 'adaptive' (rolling)."
     )
-    content_threshold: float = Field(27.0, description="PySceneDetect ContentDetector threshold (0-255 scale).")
-    adaptive_threshold: float = Field(3.0, description="PySceneDetect AdaptiveDetector adaptive_threshold.")
-    detect_width: int = Field(256, description="Frame width in pixels fed to PySceneDetect.")
-    transnet_threshold: float = Field(0.5, description="TransNetV2 probability above which a frame is a cut.")
+    content_threshold: float = Field(
+        27.0, gt=0, le=255, description="PySceneDetect ContentDetector threshold (0-255 scale)."
+    )
+    adaptive_threshold: float = Field(3.0, gt=0, description="PySceneDetect AdaptiveDetector adaptive_threshold.")
+    detect_width: int = Field(256, ge=16, description="Frame width in pixels fed to PySceneDetect.")
+    transnet_threshold: float = Field(
+        0.5, gt=0, lt=1, description="TransNetV2 probability above which a frame is a cut."
+    )
     transnet_confident: float = Field(
-        0.9, description="hybrid: TransNetV2 cuts PySceneDetect missed are kept when their probability is this high."
+        0.9,
+        gt=0,
+        lt=1,
+        description="hybrid: TransNetV2 cuts PySceneDetect missed are kept when their probability is this high.",
     )
     min_shot_s: float = Field(
         0.32, description="Shots shorter than this (seconds) merge into a neighbour (8 frames at 25 fps)."
     )
     min_shot_frames: int = Field(
-        2, description="Frame floor of min_shot_s: shots shorter than this many frames merge at any frame rate."
+        2, ge=1, description="Frame floor of min_shot_s: shots shorter than this many frames merge at any frame rate."
     )
     device: str = Field("auto", description="Torch device for TransNetV2: 'auto', 'cpu' or 'cuda[:N]'.")
 
@@ -60,7 +67,10 @@ class KeyframesConfig(Section):
         "middle", description="Keyframes taken per shot: its middle frame, or its first, middle and last."
     )
     jpeg_quality: int = Field(
-        90, description="JPEG quality of keyframes: encoded once as a shot closes, held so, written to shards as is."
+        90,
+        ge=1,
+        le=100,
+        description="JPEG quality of keyframes: encoded once as a shot closes, held so, written to shards as is.",
     )
 
 
@@ -80,26 +90,30 @@ class EmbedConfig(Section):
         "architectures; its file stem becomes the model name (tests use a tiny one).",
     )
     device: str = Field("auto", description="Torch device: 'auto', 'cpu' or 'cuda[:N]'.")
-    batch_size: int = Field(64, description="Keyframes per forward pass.")
+    batch_size: int = Field(64, ge=1, description="Keyframes per forward pass.")
 
 
 class ScenesConfig(Section):
-    window: int = Field(3, description="A shot joins the current scene if it matches any of its last w shots.")
+    window: int = Field(3, ge=1, description="A shot joins the current scene if it matches any of its last w shots.")
     threshold: float | None = Field(
         None,
+        ge=-1,
+        le=1,
         description="Cosine similarity tau for joining a scene; None uses the embedder's calibrated default "
         "(open_clip 0.8, fallback 0.5; see curation/embed.py DEFAULT_THRESHOLDS).",
     )
-    max_shots: int = Field(16, description="A scene is closed once it holds this many shots.")
+    max_shots: int = Field(16, ge=1, description="A scene is closed once it holds this many shots.")
 
 
 class FiltersConfig(Section):
-    min_shot_s: float = Field(1.0, description="Shots shorter than this (seconds) are dropped: 'too-short'.")
+    min_shot_s: float = Field(1.0, ge=0, description="Shots shorter than this (seconds) are dropped: 'too-short'.")
     min_shot_frames: int = Field(
         2, description="Shots with fewer frames than this are dropped too, whatever their duration: 'too-short'."
     )
-    black_luma: float = Field(18.0, description="Shots whose mean luma (0-255) is below this: 'black'.")
-    blank_contrast: float = Field(6.0, description="Shots whose luma std is below this are uniform: 'blank'.")
+    black_luma: float = Field(18.0, ge=0, le=255, description="Shots whose mean luma (0-255) is below this: 'black'.")
+    blank_contrast: float = Field(
+        6.0, ge=0, le=255, description="Shots whose luma std is below this are uniform: 'blank'."
+    )
     # --- score thresholds (curation/scores.py measures; benchmarks/filters_real.py calibrated the defaults)
     mode: Literal["filter", "score"] = Field(
         "filter",
@@ -137,14 +151,14 @@ class FiltersConfig(Section):
     min_aesthetic: float | None = Field(
         None, description="Shots whose 'aesthetic' score (the configured head's output) is below this: 'aesthetic'."
     )
-    min_short_side: int = Field(128, description="Videos whose short side is smaller (pixels): 'too-small'.")
-    min_scene_shots: int = Field(2, description="Scenes with fewer kept shots are dropped: 'too-few-shots'.")
+    min_short_side: int = Field(128, ge=1, description="Videos whose short side is smaller (pixels): 'too-small'.")
+    min_scene_shots: int = Field(2, ge=1, description="Scenes with fewer kept shots are dropped: 'too-few-shots'.")
     max_characters: int = Field(
-        4, description="Scenes whose keyframes show more faces than this are dropped: 'too-many-characters'."
+        4, ge=0, description="Scenes whose keyframes show more faces than this are dropped: 'too-many-characters'."
     )
     faces: bool = Field(True, description="Count faces with MTCNN (facenet-pytorch) on keyframes.")
-    face_min_prob: float = Field(0.95, description="MTCNN detection probability counted as a face.")
-    face_min_size: int = Field(20, description="Smallest face side in pixels searched by MTCNN.")
+    face_min_prob: float = Field(0.95, ge=0, le=1, description="MTCNN detection probability counted as a face.")
+    face_min_size: int = Field(20, ge=1, description="Smallest face side in pixels searched by MTCNN.")
     device: str = Field("auto", description="Torch device for MTCNN.")
 
 
@@ -216,11 +230,13 @@ class BucketsConfig(Section):
 
 
 class ExportConfig(Section):
-    short_side: int = Field(480, description="Short side in pixels of exported shot clips (never upscaled).")
-    crf: int = Field(23, description="H.264 CRF of exported clips (lower is better quality, larger files).")
+    short_side: int = Field(480, ge=16, description="Short side in pixels of exported shot clips (never upscaled).")
+    crf: int = Field(
+        23, ge=0, le=51, description="H.264 CRF of exported clips (lower is better quality, larger files)."
+    )
     preset: str = Field("veryfast", description="x264 preset of exported clips.")
     max_shot_s: float | None = Field(
-        None, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."
+        None, gt=0, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."
     )
     verify_min_psnr: float = Field(
         20.0,
@@ -231,7 +247,7 @@ class ExportConfig(Section):
 
 
 class ShardsConfig(Section):
-    max_bytes: int = Field(1_000_000_000, description="A shard is closed once it reaches this many bytes.")
+    max_bytes: int = Field(1_000_000_000, ge=1, description="A shard is closed once it reaches this many bytes.")
     prefix: str = Field("scenes", description="Shard file names: {prefix}-000000.tar ...")
 
 

@@ -1,6 +1,6 @@
 """Writing a curated dataset: WebDataset scene shards, a commit journal, Parquet manifests, index and run.json.
 
-Layout under ``OUT`` (DESIGN.md, "A curated dataset on disk")::
+Layout under ``OUT`` (docs/ARCHITECTURE.md, "On disk")::
 
     shards/{prefix}-000000.tar         one sample per scene; written as ``.tar.tmp``, renamed when complete
     manifests/parts/{part}.{table}.parquet  the records of the videos a commit finished

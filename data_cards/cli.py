@@ -57,10 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.errors import check_hub_push
+
     from .browser import DEFAULT_CLIP_SCENES
     from .card import CardOptions
     from .release import build_release, push_to_hub
 
+    if args.push_to_hub:  # before the card is written: fail at once when the upload cannot work
+        check_hub_push(args.push_to_hub)
     values = {
         "license": args.license,
         "source_licenses": args.source_license,

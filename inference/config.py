@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from curation.config import EmbedConfig, Section
+from curation.config import EmbedConfig, Section, validation_problems
 from curation.errors import ConfigError
+
+Unit = Annotated[float, Field(ge=0, le=1)]  # a coordinate relative to the frame
 
 
 class SampleConfig(Section):
@@ -24,21 +27,24 @@ class SampleConfig(Section):
         description="Diffusers Wan checkpoint with vae/, text_encoder/ and tokenizer/; None: the checkpoint "
         "itself when it has vae/, else its parent folder when that has vae/.",
     )
-    height: int = Field(480, description="Frame height in pixels (a multiple of VAE stride x patch).")
-    width: int = Field(832, description="Frame width in pixels (a multiple of VAE stride x patch).")
+    height: int = Field(480, ge=16, description="Frame height in pixels (a multiple of VAE stride x patch).")
+    width: int = Field(832, ge=16, description="Frame width in pixels (a multiple of VAE stride x patch).")
     chunk_frames: int = Field(5, ge=1, description="Latent frames generated per chunk (as the trainer's chunks).")
     num_steps: int = Field(50, ge=1, description="Euler steps of the flow-matching solver per chunk.")
     shift: float = Field(5.0, gt=0, description="Timestep shift of the solver's sigmas (Wan: 3 at 480p, 5 at 720p).")
-    guidance_scale: float = Field(5.0, description="Classifier-free guidance on text; 1 disables the second pass.")
+    guidance_scale: float = Field(
+        5.0, ge=0, description="Classifier-free guidance on text; 1 disables the second pass."
+    )
     negative_prompt: str = Field("", description="Prompt of the unconditional branch (empty: as in training).")
-    text_len: int = Field(512, description="Text embeddings are zero-padded to this many tokens (as training).")
+    text_len: int = Field(512, ge=1, description="Text embeddings are zero-padded to this many tokens (as training).")
     shot_cache_size: int = Field(3, ge=0, description="Keyframes K retrieved into the shot cache for a new shot.")
     seed: int = Field(
         0,
+        ge=0,
         description="Seed of the initial noise and cache noise (a round's noise is a function "
         "of the seed, round and chunk only, so resumed and uninterrupted runs agree).",
     )
-    fps: int = Field(16, description="Frame rate of the written MP4s (Wan: 16).")
+    fps: int = Field(16, ge=1, description="Frame rate of the written MP4s (Wan: 16).")
     device: str = Field("auto", description="Torch device: 'auto', 'cpu' or 'cuda[:N]'.")
     embed: EmbedConfig = Field(
         default_factory=lambda: EmbedConfig(backend="auto"),
@@ -62,7 +68,7 @@ class ShotSpec(Section):
     references: list[Reference] = Field(
         default_factory=list, description="Images injected into the shot cache; always used for this round."
     )
-    characters: dict[str, tuple[float, float, float, float]] = Field(
+    characters: dict[str, tuple[Unit, Unit, Unit, Unit]] = Field(
         default_factory=dict,
         description="For evaluation: character name -> box (x0, y0, x1, y1) in 0..1 on this round's keyframe.",
     )
@@ -80,22 +86,26 @@ class StoryScript(Section):
 
     @field_validator("shots")
     @classmethod
-    def _first_is_a_shot(cls, shots: list[ShotSpec]) -> list[ShotSpec]:
-        if shots and shots[0].extend:
+    def _first_is_a_shot(cls, shots: list[ShotSpec], info: ValidationInfo) -> list[ShotSpec]:
+        continuation = bool(info.context and info.context.get("continuation"))
+        if shots and shots[0].extend and not continuation:
             raise ValueError("the first round of a story cannot be an extension (extend: true)")
         return shots
 
 
-def load_script(path: str) -> StoryScript:
-    """A story script from YAML; relative reference paths are resolved against the script's folder."""
+def load_script(path: str, continuation: bool = False) -> StoryScript:
+    """A story script from YAML; relative reference paths are resolved against the script's folder.
+    ``continuation``: the rounds extend a session, so the first may continue its last shot (``extend``)."""
     if not os.path.isfile(path):
         raise ConfigError(f"story script not found: {path}")
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
-        script = StoryScript.model_validate(data)
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"invalid story script {path}: {exc}") from None
+        script = StoryScript.model_validate(data, context={"continuation": continuation})
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"story script {path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid story script {path}: {validation_problems(exc)}") from None
     base = os.path.dirname(os.path.abspath(path))
     for shot in script.shots:
         for ref in shot.references:

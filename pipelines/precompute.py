@@ -154,8 +154,9 @@ def encoded_rows(shards: list[str], config: PrecomputeConfig, engine: str = "ray
     import ray
     import torch
 
-    if not ray.is_initialized():
-        ray.init()
+    from .ray_session import start_ray
+
+    start_ray()
     gpus = 1 if (config.device != "cpu" and torch.cuda.is_available()) else 0
     ds = ray.data.from_items([{"url": u} for u in shards]).flat_map(read_scene_rows)
     ds = ds.map(SceneEncoder, fn_constructor_args=(config.model_dump(),), concurrency=config.num_actors, num_gpus=gpus)

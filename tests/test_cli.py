@@ -33,6 +33,15 @@ def test_shipped_default_config_is_the_defaults():
     assert load_config(DEFAULT_YAML) == CurateConfig()
 
 
+def test_shipped_default_config_is_config_show_output():
+    """Comments too: default.yaml is `filmweaver config show` below its header, so no description goes stale."""
+    from pipelines.commands import documented_yaml
+
+    lines = DEFAULT_YAML.read_text().splitlines()
+    body = lines[next(i for i, line in enumerate(lines) if not line.startswith("#")) :]
+    assert body == documented_yaml(CurateConfig()).splitlines()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -91,3 +100,15 @@ def test_demo_curates_and_builds_the_card(tmp_path, capsys):
     browse = out / "release" / "browse.html"
     assert (out / "release" / "README.md").read_text().startswith("---") and browse.stat().st_size > 0
     assert str(browse.resolve()) in printed and f"{len(samples)} scenes" in printed
+
+
+def test_documented_commands_name_files_that_exist():
+    """Config files named in the README and the cluster example exist (pipelines/configs/curate.yaml did not)."""
+    import re
+
+    root = DEFAULT_YAML.parents[2]
+    texts = [(root / "README.md").read_text(), (root / "pipelines" / "configs" / "cluster.yaml").read_text()]
+    named = {m for t in texts for m in re.findall(r"(pipelines/configs/[\w.-]+\.yaml)", t)}
+    assert "pipelines/configs/default.yaml" in named
+    assert [n for n in sorted(named) if not (root / n).is_file()] == []
+    assert not [t for t in texts if "shared/DESIGN.md" in t]

@@ -44,9 +44,10 @@ def _config_path(name: str | None) -> str | None:
 def cmd_train(args: argparse.Namespace) -> int:
     from curation.config import load_config
     from training.config import TrainConfig
-    from training.trainer import run_training
 
     cfg = load_config(_config_path(args.config), args.overrides, cls=TrainConfig)
+    from training.trainer import run_training  # torch and diffusers: after the config is known to be valid
+
     history = run_training(cfg)
     if history:
         print(f"trained {len(history)} steps, last loss {history[-1]['loss']:.4f}; model in {cfg.out_dir}/model")
@@ -57,10 +58,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_precompute(args: argparse.Namespace) -> int:
     from curation.config import load_config
-    from pipelines.precompute import precompute
+    from pipelines.errors import check_hub_model, check_output_dir
     from training.config import PrecomputeConfig
 
     cfg = load_config(args.config, args.overrides, cls=PrecomputeConfig)
+    check_output_dir(args.out)
+    check_hub_model(cfg.checkpoint, "checkpoint", ("vae", "text_encoder", "tokenizer"))
+    from pipelines.precompute import precompute  # torch and diffusers: after the inputs are checked
+
     index = precompute(args.inputs, args.out, cfg, engine=args.engine)
     n = sum(s["nsamples"] for s in index["shards"])
     print(f"wrote {n} scenes in {len(index['shards'])} latent shards to {args.out}")

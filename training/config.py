@@ -3,13 +3,15 @@ through ``curation.config.load_config(..., cls=TrainConfig)``."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from curation.config import Section
 
 CACHE_MODES = ("none", "temporal", "shot", "both")
+Beta = Annotated[float, Field(ge=0, lt=1)]
+Weight = Annotated[float, Field(ge=0)]
 
 
 class ModelConfig(Section):
@@ -24,9 +26,10 @@ class ModelConfig(Section):
 
 class DataConfig(Section):
     latents: str | None = Field(None, description="Latent dataset folder written by `filmweaver precompute`.")
-    chunk_frames: int = Field(5, description="Latent frames per target chunk; shorter shots are skipped.")
+    chunk_frames: int = Field(5, ge=1, description="Latent frames per target chunk; shorter shots are skipped.")
     shot_cache_size: int = Field(
         3,
+        ge=0,
         description="Keyframes K in the shot cache: the other shots of the scene most similar (CLIP) to the "
         "target shot's keyframe.",
     )
@@ -34,15 +37,19 @@ class DataConfig(Section):
         0.1, ge=0.0, le=1.0, description="Probability that a shot-cache entry is a keyframe of another scene."
     )
     text_dropout: float = Field(0.1, ge=0.0, le=1.0, description="Probability of the empty caption (for CFG).")
-    text_len: int = Field(512, description="Text embeddings are zero-padded (or cut) to this many tokens, as Wan.")
-    timestep_shift: float = Field(5.0, description="Shift of the target timestep distribution (Wan uses 5 at 480p).")
+    text_len: int = Field(
+        512, ge=1, description="Text embeddings are zero-padded (or cut) to this many tokens, as Wan."
+    )
+    timestep_shift: float = Field(
+        5.0, gt=0, description="Shift of the target timestep distribution (Wan uses 5 at 480p)."
+    )
 
 
 class CurriculumConfig(Section):
     stage2_step: int = Field(
-        1000, description="Optimizer step at which stage 2 (all cache modes) replaces stage 1 (temporal only)."
+        1000, ge=0, description="Optimizer step at which stage 2 (all cache modes) replaces stage 1 (temporal only)."
     )
-    stage2_mix: dict[str, float] = Field(
+    stage2_mix: dict[str, Weight] = Field(
         default_factory=lambda: {"none": 0.1, "temporal": 0.3, "shot": 0.3, "both": 0.3},
         description="Stage-2 proportions of the cache modes none / temporal / shot / both (normalised).",
     )
@@ -51,24 +58,26 @@ class CurriculumConfig(Section):
     @classmethod
     def _known_modes(cls, mix: dict[str, float]) -> dict[str, float]:
         unknown = set(mix) - set(CACHE_MODES)
-        if unknown or not mix or sum(mix.values()) <= 0 or min(mix.values()) < 0:
+        if unknown or not mix or sum(mix.values()) <= 0:
             raise ValueError(f"stage2_mix needs non-negative weights over {CACHE_MODES}, got {mix}")
         return mix
 
 
 class OptimConfig(Section):
-    lr: float = Field(1e-4, description="AdamW peak learning rate.")
-    weight_decay: float = Field(0.01, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
-    warmup_steps: int = Field(100, description="Linear learning-rate warmup from 0, in optimizer steps.")
-    max_steps: int = Field(1000, description="Optimizer steps of the run.")
-    grad_accum: int = Field(1, description="Micro-batches (one sample each) accumulated per optimizer step.")
-    grad_clip: float = Field(1.0, description="Global gradient-norm clip; 0 disables.")
-    ema_decay: float = Field(0.999, description="EMA decay of the weights kept for sampling; 0 disables EMA.")
+    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas.")
+    warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warmup from 0, in optimizer steps.")
+    max_steps: int = Field(1000, ge=1, description="Optimizer steps of the run.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches (one sample each) accumulated per optimizer step.")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 disables.")
+    ema_decay: float = Field(
+        0.999, ge=0, lt=1, description="EMA decay of the weights kept for sampling; 0 disables EMA."
+    )
 
 
 class DistributedConfig(Section):
-    num_workers: int = Field(1, description="Ray Train workers; 1 runs the loop in this process without Ray.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers; 1 runs the loop in this process without Ray.")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Data parallel strategy for Ray Train workers.")
     use_gpu: bool | None = Field(None, description="One GPU per worker; None: when CUDA is available.")
 
@@ -77,13 +86,13 @@ class TrainConfig(Section):
     """A training run: model, data, curriculum, optimizer, checkpoints."""
 
     out_dir: str = Field("runs/train", description="Run folder: checkpoints, metrics.jsonl, final EMA weights.")
-    seed: int = Field(0, description="Seed of data order, sample construction and noise (exactly reproducible).")
+    seed: int = Field(0, ge=0, description="Seed of data order, sample construction and noise (exactly reproducible).")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="Autocast precision; 'auto' is bf16 on CUDA and fp32 on CPU."
     )
-    log_every: int = Field(10, description="Log mean losses (overall and per cache mode) every N steps.")
-    checkpoint_every: int = Field(500, description="Save a resumable checkpoint every N optimizer steps.")
-    keep_checkpoints: int = Field(2, description="Checkpoints kept on disk (oldest deleted first).")
+    log_every: int = Field(10, ge=1, description="Log mean losses (overall and per cache mode) every N steps.")
+    checkpoint_every: int = Field(500, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
     resume: bool = Field(True, description="Resume from the newest checkpoint in out_dir when there is one.")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -99,11 +108,11 @@ class PrecomputeConfig(Section):
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         description="Diffusers Wan checkpoint (folder or hub id) with vae/, text_encoder/ and tokenizer/.",
     )
-    height: int = Field(480, description="Frames are resized (cover) and centre-cropped to this height.")
-    width: int = Field(832, description="Frames are resized (cover) and centre-cropped to this width.")
-    fps: float = Field(16.0, description="Shots are resampled to this frame rate before encoding (Wan: 16).")
-    max_frames: int = Field(81, description="At most this many frames per shot (4k+1; Wan: 81 = 21 latents).")
-    text_len: int = Field(512, description="Tokenizer max length of captions.")
+    height: int = Field(480, ge=16, description="Frames are resized (cover) and centre-cropped to this height.")
+    width: int = Field(832, ge=16, description="Frames are resized (cover) and centre-cropped to this width.")
+    fps: float = Field(16.0, gt=0, description="Shots are resampled to this frame rate before encoding (Wan: 16).")
+    max_frames: int = Field(81, ge=1, description="At most this many frames per shot (4k+1; Wan: 81 = 21 latents).")
+    text_len: int = Field(512, ge=1, description="Tokenizer max length of captions.")
     device: str = Field("auto", description="Torch device of the encoders: 'auto', 'cpu' or 'cuda'.")
-    num_actors: int = Field(1, description="Encoder actors (each loads the VAE and text encoder once).")
-    max_shard_bytes: int = Field(1_000_000_000, description="A latent shard is closed at this many bytes.")
+    num_actors: int = Field(1, ge=1, description="Encoder actors (each loads the VAE and text encoder once).")
+    max_shard_bytes: int = Field(1_000_000_000, ge=1, description="A latent shard is closed at this many bytes.")

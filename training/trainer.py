@@ -389,12 +389,14 @@ def run_training(cfg: TrainConfig) -> list[dict[str, Any]] | None:
             "distributed.strategy=fsdp needs GPU workers (Ray Train's FSDP is GPU-only): set "
             "distributed.use_gpu=true on a GPU cluster, or distributed.strategy=ddp on CPUs"
         )
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init()
+    from pipelines.ray_session import require_resources, start_ray
+
+    n = cfg.distributed.num_workers  # fail now rather than wait forever for workers Ray cannot place
+    require_resources(f"distributed.num_workers={n}", cpus=n, gpus=n if use_gpu else 0)
+    start_ray()
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config=cfg.model_dump(mode="json"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import CurateConfig
@@ -16,7 +16,8 @@ _CAPTION_CHARS_PER_SHOT = 280  # a verify request quotes each shot's caption
 
 @dataclass
 class CostEstimate:
-    """Totals for the scenes given; ``per_hour`` scales them to one hour of video."""
+    """Totals for the scenes given; ``per_hour`` scales them to one hour of video. ``cost_usd`` is None when a
+    model has no entry in ``caption.prices`` (``unpriced`` names them); nothing is requested with backend none."""
 
     backend: str
     model: str
@@ -26,35 +27,54 @@ class CostEstimate:
     requests: int
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float | None
     batch: bool
+    unpriced: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
-    def per_hour(self) -> dict[str, float]:
+    def per_hour(self) -> dict[str, float | None]:
         k = 3600.0 / self.video_s if self.video_s > 0 else 0.0
         return {
             "input_tokens": self.input_tokens * k,
             "output_tokens": self.output_tokens * k,
-            "cost_usd": self.cost_usd * k,
+            "cost_usd": None if self.cost_usd is None else self.cost_usd * k,
         }
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "per_hour": self.per_hour()}
 
     def summary(self) -> str:
+        video = f"{self.scenes} scenes, {self.shots} shots, {self.video_s:.0f} s of video"
+        if self.backend == "none":
+            return (
+                f"caption.backend=none: no captioning requests will be made and nothing is spent ({video}); "
+                "set caption.backend=gemini or openai to estimate their cost"
+            )
         h = self.per_hour()
-        mode = " (batch price)" if self.batch else ""
-        return (
-            f"{self.backend}/{self.model}: {self.scenes} scenes, {self.shots} shots, {self.video_s:.0f} s of video -> "
-            f"{self.requests} requests, {self.input_tokens:,} input + {self.output_tokens:,} output tokens, "
-            f"${self.cost_usd:.4f}{mode}; per hour of video: {h['input_tokens']:,.0f} + {h['output_tokens']:,.0f} "
-            f"tokens, ${h['cost_usd']:.2f}"
+        if self.cost_usd is None:
+            price = (
+                f"price unknown: no caption.prices entry for {', '.join(self.unpriced)} (add one in a --config "
+                f'file, or --set \'caption.prices={{"{self.unpriced[0]}": {{input_per_million: X, '
+                "output_per_million: Y}}')"
+            )
+            hourly = ""
+        else:
+            price = f"${self.cost_usd:.4f}{' (batch price)' if self.batch else ''}"
+            hourly = f", ${h['cost_usd']:.2f}"
+        lines = [f"warning: {w}" for w in self.warnings]
+        lines.append(
+            f"{self.backend}/{self.model}: {video} -> {self.requests} requests, {self.input_tokens:,} input + "
+            f"{self.output_tokens:,} output tokens, {price}; per hour of video: {h['input_tokens']:,.0f} + "
+            f"{h['output_tokens']:,.0f} tokens{hourly}"
         )
+        return "\n".join(lines)
 
 
-def _price(cfg: CaptionConfig, model: str, tokens_in: int, tokens_out: int) -> float:
+def _price(cfg: CaptionConfig, model: str, tokens_in: int, tokens_out: int) -> float | None:
+    """US dollars for the tokens, or None when ``model`` has no price."""
     p = cfg.prices.get(model)
     if p is None:
-        return 0.0
+        return None
     usd = (tokens_in * p.input_per_million + tokens_out * p.output_per_million) / 1e6
     return usd * (cfg.batch_discount if cfg.batch and cfg.backend == "gemini" else 1.0)
 
@@ -75,7 +95,11 @@ def estimate_cost(
         shot_durations = [[s.duration_s for s in u.shots] for u in scenes or []]
     cap = config.export.max_shot_s
     shot_durations = [[min(d, cap) if cap else d for d in ds] for ds in shot_durations]
-    model = cfg.model if cfg.backend != "none" else f"{cfg.model} (backend none: nothing is sent)"
+    warnings = []
+    model = cfg.model
+    if cfg.backend == "openai" and "model" not in cfg.model_fields_set:  # the default names a Gemini model
+        model = "(caption.model unset)"
+        warnings.append("caption.model is not set: set it to the model your OpenAI-compatible server serves")
     cap_prompt = text_tokens(load_prompt("caption", cfg.prompt_version)) + 20
     ver_prompt = text_tokens(load_prompt("verify", vcfg.prompt_version)) + 60
     requests = tin = tout = 0
@@ -90,18 +114,27 @@ def estimate_cost(
             requests += n_req
             vin += ver_prompt * n_req + media + len(ds) * (_CAPTION_CHARS_PER_SHOT // 4)
             vout += vcfg.output_tokens_per_shot * len(ds)
-    cost = _price(cfg, cfg.model, tin, tout) + _price(cfg, vcfg.model or cfg.model, vin, vout)
+    verify_model = vcfg.model or model
+    costs = {model: _price(cfg, model, tin, tout)}
+    if vcfg.enabled:
+        verify_cost = _price(cfg, verify_model, vin, vout)
+        costs[verify_model] = None if verify_cost is None else verify_cost + (costs.get(verify_model) or 0.0)
+    unpriced = [] if cfg.backend == "none" else sorted(m for m, usd in costs.items() if usd is None)
+    if unpriced:
+        warnings.append(f"no price for {', '.join(unpriced)} in caption.prices: the cost is unknown")
     return CostEstimate(
         backend=cfg.backend,
-        model=model,
+        model=model if verify_model == model or not vcfg.enabled else f"{model} + {verify_model}",
         scenes=len(shot_durations),
         shots=sum(len(ds) for ds in shot_durations),
         video_s=sum(sum(ds) for ds in shot_durations),
         requests=requests,
         input_tokens=tin + vin,
         output_tokens=tout + vout,
-        cost_usd=cost,
+        cost_usd=None if unpriced or cfg.backend == "none" else sum(costs.values()),
         batch=cfg.batch and cfg.backend == "gemini",
+        unpriced=unpriced,
+        warnings=warnings,
     )
 
 
