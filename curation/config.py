@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,7 +54,7 @@ class ShotsConfig(Section):
         description="hybrid: TransNetV2 cuts PySceneDetect missed are kept when their probability is this high.",
     )
     min_shot_s: float = Field(
-        0.32, description="Shots shorter than this (seconds) merge into a neighbour (8 frames at 25 fps)."
+        0.32, ge=0, description="Shots shorter than this (seconds) merge into a neighbour (8 frames at 25 fps)."
     )
     min_shot_frames: int = Field(
         2, ge=1, description="Frame floor of min_shot_s: shots shorter than this many frames merge at any frame rate."
@@ -108,7 +108,7 @@ class ScenesConfig(Section):
 class FiltersConfig(Section):
     min_shot_s: float = Field(1.0, ge=0, description="Shots shorter than this (seconds) are dropped: 'too-short'.")
     min_shot_frames: int = Field(
-        2, description="Shots with fewer frames than this are dropped too, whatever their duration: 'too-short'."
+        2, ge=1, description="Shots with fewer frames than this are dropped too, whatever their duration: 'too-short'."
     )
     black_luma: float = Field(18.0, ge=0, le=255, description="Shots whose mean luma (0-255) is below this: 'black'.")
     blank_contrast: float = Field(
@@ -124,6 +124,7 @@ class FiltersConfig(Section):
     )
     max_frozen: float = Field(
         0.6,
+        ge=0,
         description="Shots whose 'frozen' score (fraction 0-1 of frame pairs scores.flow_interval_s apart that "
         "differ by less than scores.frozen_diff: a still image, freeze frame or slideshow) is at least this: "
         "'frozen'. Real calm shots score <= 0.2, held stills >= 0.67 (benchmarks/filters_real.py); 1.0 drops only "
@@ -131,25 +132,34 @@ class FiltersConfig(Section):
     )
     min_motion: float = Field(
         0.0,
+        ge=0,
         description="Shots whose 'flow' score (mean optical-flow magnitude in frame diagonals per second) is "
         "below this: 'low-motion'. 0 disables (calm shots are good data); e.g. 0.005 drops near-still shots.",
     )
     max_motion: float | None = Field(
-        None, description="Shots whose 'flow' (frame diagonals per second) exceeds this: 'high-motion'; None: off."
+        None,
+        ge=0,
+        description="Shots whose 'flow' (frame diagonals per second) exceeds this: 'high-motion'; None: off.",
     )
     max_text_area: float | None = Field(
         0.008,
+        ge=0,
+        le=1,
         description="Shots whose 'text_area' (fraction 0-1 of the keyframe covered by detected text-line boxes: "
         "burnt-in subtitles, captions, logos, screen text) exceeds this: 'text-overlay'; None: off. On the real "
         "calibration set shots without text score 0 and a subtitle line or caption 0.015-0.08.",
     )
     min_sharpness: float = Field(
         0.0,
+        ge=0,
         description="Shots whose 'sharpness' (Laplacian variance / luma variance of the keyframe at analysis size, "
         "dimensionless) is below this: 'blurry'. 0 disables.",
     )
     min_aesthetic: float | None = Field(
-        None, description="Shots whose 'aesthetic' score (the configured head's output) is below this: 'aesthetic'."
+        None,
+        ge=-1e6,
+        le=1e6,
+        description="Shots whose 'aesthetic' score (the configured head's output) is below this: 'aesthetic'.",
     )
     min_short_side: int = Field(128, ge=1, description="Videos whose short side is smaller (pixels): 'too-small'.")
     min_scene_shots: int = Field(2, ge=1, description="Scenes with fewer kept shots are dropped: 'too-few-shots'.")
@@ -167,14 +177,18 @@ class ScoresConfig(Section):
 
     flow_interval_s: float = Field(
         0.25,
+        gt=0,
+        le=10,
         description="Motion and frozen scores compare frames this many seconds apart (a fixed time, so the scores "
         "do not depend on the frame rate).",
     )
     flow_width: int = Field(
-        96, description="Width in pixels of the grey frames optical flow (OpenCV Farneback) runs on."
+        96, ge=16, le=1024, description="Width in pixels of the grey frames optical flow (OpenCV Farneback) runs on."
     )
     frozen_diff: float = Field(
         0.08,
+        ge=0,
+        le=255,
         description="Two frames scores.flow_interval_s apart whose mean absolute luma difference (0-255, on the "
         "flow-size frames) is below this count as frozen. Calibrated on real footage (benchmarks/filters_real.py): "
         "a real frame held through H.264 differs by <= 0.02 (up to 0.12 while the encoder refines it after a cut), "
@@ -185,6 +199,8 @@ class ScoresConfig(Section):
     )
     text_side: int = Field(
         256,
+        ge=32,
+        le=2160,
         description="Keyframes are scaled so that their short side is this many pixels for text detection (cost "
         "grows with its square: 480 finds more small text at 3-4x the cost).",
     )
@@ -201,20 +217,23 @@ class DedupConfig(Section):
 
     enabled: bool = Field(True, description="Mark near-duplicates across videos in the manifests at finalize.")
     shot_threshold: float = Field(
-        0.95, description="Cosine similarity of shot embeddings at or above which two shots are duplicates."
+        0.95, gt=0, le=1, description="Cosine similarity of shot embeddings at or above which two shots are duplicates."
     )
     scene_threshold: float = Field(
-        0.95, description="Cosine similarity of scene embeddings (mean of shots) at or above which scenes duplicate."
+        0.95,
+        gt=0,
+        le=1,
+        description="Cosine similarity of scene embeddings (mean of shots) at or above which scenes duplicate.",
     )
     cluster_size: int = Field(
-        2000, description="k-means runs with n/cluster_size clusters; pairs are compared within a cluster only."
+        2000, ge=2, description="k-means runs with n/cluster_size clusters; pairs are compared within a cluster only."
     )
 
 
 class BucketsConfig(Section):
     """Training-sampler buckets written per scene in ``scenes.parquet``."""
 
-    resolutions: list[int] = Field(
+    resolutions: list[Annotated[int, Field(gt=0)]] = Field(
         [360, 480, 720, 1080, 1440, 2160],
         description="Short-side edges in pixels: a scene's resolution bucket is the largest edge <= its short side "
         "(named e.g. '720p'; below the first edge: 'lt360p').",
@@ -223,7 +242,7 @@ class BucketsConfig(Section):
         ["9:16", "3:4", "1:1", "4:3", "16:9", "1.85:1", "2.39:1"],
         description="Aspect-ratio buckets (display width:height); a scene gets the nearest in log ratio.",
     )
-    durations_s: list[float] = Field(
+    durations_s: list[Annotated[float, Field(gt=0)]] = Field(
         [2.0, 5.0, 10.0, 20.0, 40.0],
         description="Scene duration edges in seconds: buckets '<2s', '2-5s', ..., '>=40s'.",
     )
@@ -240,6 +259,8 @@ class ExportConfig(Section):
     )
     verify_min_psnr: float = Field(
         20.0,
+        ge=0,
+        le=100,
         description="Each exported clip's first and last frames must match the source's frames at those indices "
         "with at least this PSNR (dB), and better than the neighbouring frames, or the shot is rejected "
         "'clip-check-failed'.",
@@ -302,8 +323,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid config: {problems}") from None
+        raise ConfigError(f"invalid config: {validation_problems(exc)}") from None
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line, each problem as ``dotted.key: message`` (e.g. ``scenes.window: Input
+    should be greater than or equal to 1``)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def config_yaml(config: BaseModel) -> str:
