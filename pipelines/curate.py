@@ -36,7 +36,7 @@ import numpy as np
 
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.records import Reject, VideoRecord
-from curation.shards import VideoResult, video_result
+from curation.samples import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
 from pipelines.inputs import expand_inputs
 from pipelines.local import _identify, run_units

@@ -1,7 +1,7 @@
 """The local executor: every stage of ``pipelines.plan`` in one process, one video at a time.
 
 Videos already finished in ``out_dir`` (by content id, so moved files are recognised) are skipped; the
-journal in ``curation.shards`` makes an interrupted run resume exactly. Progress is a tqdm bar over videos.
+journal in ``curation.journal`` makes an interrupted run resume exactly. Progress is a tqdm bar over videos.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from tqdm import tqdm
 
 from curation.config import CurateConfig
 from curation.errors import FilmweaverError
+from curation.finalize import finalize
+from curation.journal import DatasetWriter, recover
 from curation.records import Reject, VideoRecord
-from curation.shards import DatasetWriter, VideoResult, finalize, recover, video_result
+from curation.samples import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
 from curation.video import content_id
 

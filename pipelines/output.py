@@ -1,6 +1,6 @@
-"""A dataset output folder, local or on an object store, with the commit rules of ``curation.shards``.
+"""A dataset output folder, local or on an object store, with the commit rules of ``curation.journal``.
 
-``curation.shards`` writes and recovers local folders. For an object-store output (``s3://``, ``gs://``:
+``curation.journal`` writes and recovers local folders. For an object-store output (``s3://``, ``gs://``:
 workers of a multi-node cluster share no disk) each writer stages its commits in a local temporary folder
 and ``publish``es every committed part in commit order: the shard (temporary key, then moved), the part's
 tables, and last its marker, the commit point. Recovery and finalize mirror the remote journal into a local
@@ -19,8 +19,10 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from curation.finalize import finalize
+from curation.journal import PARTS_DIR, DatasetWriter, Journal, read_journal, recover
 from curation.records import MANIFESTS
-from curation.shards import PARTS_DIR, SHARDS_DIR, TMP_SUFFIX, DatasetWriter, Journal, finalize, read_journal, recover
+from curation.shard_writer import SHARDS_DIR, TMP_SUFFIX
 
 from . import storage
 
@@ -80,7 +82,7 @@ class DatasetOutput:
         return Journal(sorted(markers, key=lambda m: m["part"]))
 
     def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
-        """``curation.shards.finalize`` on this output: manifests, index.json and run.json; returns run.json."""
+        """``curation.finalize.finalize`` on this output: manifests, index.json and run.json; returns run.json."""
         if not self.remote:
             os.makedirs(os.path.join(self.local_dir, "manifests"), exist_ok=True)  # a run that wrote nothing
             return finalize(self.local_dir, run_info)

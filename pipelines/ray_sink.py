@@ -19,7 +19,7 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from curation.shards import VideoResult
+from curation.samples import VideoResult
 from curation.stage import StageStats
 
 from .local import _count

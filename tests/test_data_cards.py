@@ -1,4 +1,4 @@
-"""Dataset release on a small curated output written by the real shard writer (curation.shards): card
+"""Dataset release on a small curated output written by the real shard writer (curation.journal): card
 header and numbers, funnel, plots, Croissant validation, loading with ``datasets``, CLI and hub push."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from curation.finalize import finalize
+from curation.journal import DatasetWriter
 from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from curation.shards import DatasetWriter, VideoResult, finalize, video_result
+from curation.samples import VideoResult, video_result
 from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 from data_cards.card import CardOptions
 from data_cards.release import UPLOAD_PATTERNS, build_release, push_to_hub

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from curation.config import load_config
-from curation.shards import read_journal
+from curation.journal import read_journal
 from curation.synthetic import make_film
 from pipelines.local import run_local
 from pipelines.ray_procs import ray_processes, stop_processes
@@ -29,35 +29,35 @@ from pipelines.ray_procs import ray_processes, stop_processes
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from curation import shards
+    from curation import finalize, shard_writer
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
     moment = sys.argv[1]
     if moment == "after-first-commit":
-        commit = shards.ShardWriter.commit
+        commit = shard_writer.ShardWriter.commit
         def patched(self):
             info = commit(self)
             if info is not None:
                 die()
             return info
-        shards.ShardWriter.commit = patched
+        shard_writer.ShardWriter.commit = patched
     elif moment == "mid-shard":  # a sample into the second shard, before it is complete
-        write = shards.ShardWriter.write
+        write = shard_writer.ShardWriter.write
         def patched(self, sample):
             name = write(self, sample)
             if self.committed:
                 die()
             return name
-        shards.ShardWriter.write = patched
+        shard_writer.ShardWriter.write = patched
     elif moment == "finalize":  # manifests merged, index.json and run.json not yet written
-        write_json = shards._write_json
+        write_json = finalize._write_json
         def patched(path, obj):
             if path.endswith("index.json"):
                 die()
             write_json(path, obj)
-        shards._write_json = patched
+        finalize._write_json = patched
     from pipelines.cli import main
     sys.exit(main(sys.argv[2:]))
     """

@@ -14,16 +14,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from curation.finalize import finalize
+from curation.journal import DatasetWriter, read_journal, recover
 from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from curation.shards import (
-    DatasetWriter,
-    ShardWriter,
-    finalize,
-    read_journal,
-    recover,
-    scene_sample,
-    video_result,
-)
+from curation.samples import scene_sample, video_result
+from curation.shard_writer import ShardWriter
 from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 
 
