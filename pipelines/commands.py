@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
+from curation.rerun import add_reprocess_argument
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="probe the inputs and print the LLM tokens and dollars captioning would spend; process nothing",
     )
+    add_reprocess_argument(p)
     p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("config", help="configuration")
@@ -68,15 +70,18 @@ def _engine(name: str):
         raise ConfigError(f"the {name} engine is not available ({exc}); use --engine local") from None
 
 
-def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = "local") -> Any:
-    """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``."""
+def curate(
+    inputs: list[str], out_dir: str, config: CurateConfig, engine: str = "local", reprocess: str | None = None
+) -> Any:
+    """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``.
+    ``reprocess``: see ``curation.rerun``."""
     from .inputs import expand_inputs
 
     uris = expand_inputs(inputs)
     run = _engine(engine)
     if "://" not in out_dir:  # object-store outputs (s3://, gs://) have no folders to make
         os.makedirs(out_dir, exist_ok=True)
-    return run(uris, out_dir, config)
+    return run(uris, out_dir, config, reprocess=reprocess)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -89,7 +94,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
         print(estimate_for_videos(config, [probe(u).duration_s for u in expand_inputs(args.inputs)]).summary())
         return 0
-    summary = curate(args.inputs, args.out, config, args.engine)
+    summary = curate(args.inputs, args.out, config, args.engine, args.reprocess)
     print(summary.format())
     return 0
 

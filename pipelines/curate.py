@@ -20,7 +20,6 @@ joins the cluster in ``RAY_ADDRESS`` (or ``--address``), else starts a local Ray
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -36,13 +35,15 @@ import numpy as np
 
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.records import Reject, VideoRecord
+from curation.rerun import add_reprocess_argument
 from curation.samples import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
 from pipelines.inputs import expand_inputs
-from pipelines.local import _identify, run_units
+from pipelines.local import run_units
 from pipelines.output import DatasetOutput
 from pipelines.plan import scene_stage_classes, video_stage_classes
 from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
+from pipelines.rerun import precheck
 from pipelines.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -200,12 +201,14 @@ def run_ray(
     actors: bool | None = None,
     max_failures: int = 3,
     videos_per_write: int = 8,
+    reprocess: str | None = None,
 ) -> RunSummary:
     """Curate ``inputs`` (uris, already expanded) into ``out_dir`` (a path or an object-store URI) with Ray.
 
     ``actors``: run model stages in actor pools (default: when the cluster has GPUs). ``max_failures``: runs
     that may fail on a video (crashed worker) before it is quarantined. ``videos_per_write``: videos a
-    shard-writing task gathers at least (fewer at the end).
+    shard-writing task gathers at least (fewer at the end). ``reprocess``: redo journaled videos that are
+    'changed', 'failed' or 'all' (``curation.rerun``).
     """
     import ray
 
@@ -213,10 +216,11 @@ def run_ray(
     output = DatasetOutput(out_dir)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
     summary = RunSummary(out_dir=out_dir, engine="ray", inputs=len(inputs))
-    done = output.recover().finished
+    check = precheck(inputs, output, config, "ray", reprocess)  # decides from the journal: no Ray when nothing is left
+    if check.summary is not None:
+        return check.summary
+    done, ids = set(check.skip), check.ids
     failures: dict[str, dict[str, Any]] = output.read_state(FAILURES)
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # content ids read 2 MiB per input: overlap the I/O
-        ids = list(pool.map(_identify, inputs))
 
     todo: list[tuple[str, str]] = []
     driver_results: list[VideoResult] = []
@@ -233,7 +237,8 @@ def run_ray(
             done.add(video_id)  # the same content twice in the inputs is processed once
 
     if driver_results:
-        with output.writer(f"{config.shards.prefix}-{run_id}-driver", config.shards.max_bytes) as writer:
+        driver_prefix = f"{config.shards.prefix}-{run_id}-driver"
+        with output.writer(driver_prefix, config.shards.max_bytes, config_hash=check.config_hash) as writer:
             for result in driver_results:
                 writer.add(result)
                 output.publish(writer)
@@ -241,6 +246,7 @@ def run_ray(
 
     resources = init_ray(address, num_cpus)
     sink = ShardDatasink(out_dir, config.shards.prefix, config.shards.max_bytes, run_id, videos_per_write)
+    sink.config_hash = check.config_hash
     if todo:
         _run_graph(todo, config, output, sink, resources, actors)
     _merge(summary, sink.summary)
@@ -266,6 +272,8 @@ def run_ray(
         "inputs": len(inputs),
         "seconds": round(summary.seconds, 3),
         "config": config.model_dump(mode="json"),
+        "config_hash": check.config_hash,
+        "reprocess": reprocess,
         "ray": {
             "version": ray.__version__,
             "address": address or os.environ.get("RAY_ADDRESS") or "local",
@@ -345,6 +353,7 @@ def _merge(summary: RunSummary, part: RunSummary) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.curate", description="Curate videos with Ray Data.")
     add_ray_arguments(p)
+    add_reprocess_argument(p)
     return p
 
 
@@ -377,6 +386,7 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
         "actors": {"auto": None, "on": True, "off": False}[args.actors],
         "max_failures": args.max_failures,
         "videos_per_write": args.videos_per_write,
+        "reprocess": getattr(args, "reprocess", None),
     }
 
 

@@ -119,9 +119,9 @@ def test_writer_journal_and_finalize(tmp_path):
     w.close()
     journal = read_journal(out)
     assert journal.finished == {"vtest0000", "vtest0001", "vtest0002", "vbad0001"}
-    run = finalize(out, {"engine": "test"})
+    run = finalize(out, {"engine": "test", "config": {"shards": {"max_bytes": 60_000}}})
     index = json.loads((tmp_path / "index.json").read_text())["shards"]
-    assert [s["nsamples"] for s in index] == [4, 2]
+    assert [s["nsamples"] for s in index] == [4, 2]  # both at least half of max_bytes: not merged
     for s in index:
         data = (tmp_path / s["url"]).read_bytes()
         assert s["sha256"] == hashlib.sha256(data).hexdigest() and s["bytes"] == len(data)
