@@ -1,4 +1,4 @@
-"""SIGKILL a curation run at three moments, run again: the dataset equals an uninterrupted run's.
+"""SIGKILL a curation run at four moments, run again: the dataset equals an uninterrupted run's.
 
 Local engine (fast, and the kill moments are exact: a wrapper process SIGKILLs itself from inside the shard
 writer); then the Ray engine's driver and its whole local Ray are killed once a shard has been committed,
@@ -51,6 +51,14 @@ KILLER = textwrap.dedent(
                 die()
             return name
         shard_writer.ShardWriter.write = patched
+    elif moment == "every-n-videos":  # shards never fill up: only the commits every video keep the work
+        from curation import journal
+        add = journal.DatasetWriter.add
+        def patched(self, result):
+            add(self, result)
+            if len(self.parts) == 2:
+                die()
+        journal.DatasetWriter.add = patched
     elif moment == "finalize":  # manifests merged, index.json and run.json not yet written
         write_json = finalize._write_json
         def patched(path, obj):
@@ -90,11 +98,13 @@ def curate_args(inputs: list[str], out: Path, engine: str, settings: list[str]) 
     return ["curate", *inputs, "--out", str(out), "--engine", engine, *[a for s in settings for a in ("--set", s)]]
 
 
-@pytest.mark.parametrize("moment", ["after-first-commit", "mid-shard", "finalize"])
+@pytest.mark.parametrize("moment", ["after-first-commit", "mid-shard", "every-n-videos", "finalize"])
 def test_local_kill_and_resume(moment, inputs, settings, reference, dataset_view, tmp_path):
     out = tmp_path / "out"
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
+    if moment == "every-n-videos":
+        settings = [*settings, "shards.max_bytes=1000000000", "shards.commit_videos=1"]
     proc = subprocess.run(
         [sys.executable, str(killer), moment, *curate_args(inputs, out, "local", settings)],
         capture_output=True,
@@ -104,6 +114,8 @@ def test_local_kill_and_resume(moment, inputs, settings, reference, dataset_view
     finished = read_journal(str(out)).finished
     if moment == "finalize":
         assert len(finished) == len(inputs) and not (out / "index.json").exists()
+    elif moment == "every-n-videos":
+        assert len(finished) == 2 and not list((out / "shards").glob("*.tmp"))  # what it committed, kept
     else:
         assert 0 < len(finished) < len(inputs)
         if moment == "mid-shard":
