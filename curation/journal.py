@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -211,7 +212,7 @@ class DatasetWriter:
         commit_videos: int | None = None,
         commit_s: float | None = None,
         config_hash: str | None = None,
-        earlier_names: list[str] = (),
+        earlier_names: Sequence[str] = (),
     ):
         self.out_dir, self.prefix, self.config_hash = out_dir, prefix, config_hash
         self.commit_videos, self.commit_s = commit_videos, commit_s
