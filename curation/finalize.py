@@ -114,17 +114,16 @@ def _part_table(out_dir: str, part: str, name: str) -> pa.Table:
 def merge_tables(out_dir: str, sources: list[dict[str, Any]]) -> dict[str, pa.Table]:
     """The tables of the parts ``sources`` (in commit order) merged: rows of a video come from the last part
     that journaled it; reject rows deduplicated; each table sorted by ``SORT_KEYS``."""
-    later: list[set[str]] = [set() for _ in sources]  # videos journaled again after source i
-    for i in range(len(sources) - 2, -1, -1):
-        later[i] = later[i + 1] | set(sources[i + 1]["videos"])
+    last = {v: i for i, m in enumerate(sources) for v in m["videos"]}
+    # per source, its videos journaled again by a later source (usually none: linear in the videos)
+    stale = [pa.array([v for v in m["videos"] if last[v] > i], pa.string()) for i, m in enumerate(sources)]
     merged = {}
     for name in MANIFESTS:
         pieces = []
         for i, m in enumerate(sources):
             table = _part_table(out_dir, m["part"], name)
-            if later[i] and len(table):
-                value_set = pa.array(sorted(later[i]), pa.string())
-                table = table.filter(pc.invert(pc.is_in(_owner(table, name), value_set=value_set)))
+            if len(stale[i]) and len(table):
+                table = table.filter(pc.invert(pc.is_in(_owner(table, name), value_set=stale[i])))
             pieces.append(table)
         table = pa.concat_tables(pieces) if pieces else _schema(name).empty_table()
         if name == "rejects":  # an input without content id is retried, and rejected, on every run

@@ -76,12 +76,16 @@ def curate(
     """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``.
     ``reprocess``: see ``curation.rerun``."""
     from .inputs import expand_inputs
+    from .output import DatasetOutput
+    from .rerun import precheck
 
     uris = expand_inputs(inputs)
-    run = _engine(engine)
     if "://" not in out_dir:  # object-store outputs (s3://, gs://) have no folders to make
         os.makedirs(out_dir, exist_ok=True)
-    return run(uris, out_dir, config, reprocess=reprocess)
+    check = precheck(uris, DatasetOutput(out_dir), config, engine, reprocess)
+    if check.summary is not None:
+        return check.summary  # nothing left to do: the engine is not even imported (Ray Data takes seconds)
+    return _engine(engine)(uris, out_dir, config, reprocess=reprocess, check=check)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ from pipelines.local import run_units
 from pipelines.output import DatasetOutput
 from pipelines.plan import scene_stage_classes, video_stage_classes
 from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
-from pipelines.rerun import precheck
+from pipelines.rerun import Precheck, precheck
 from pipelines.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -202,13 +202,15 @@ def run_ray(
     max_failures: int = 3,
     videos_per_write: int = 8,
     reprocess: str | None = None,
+    check: Precheck | None = None,
 ) -> RunSummary:
     """Curate ``inputs`` (uris, already expanded) into ``out_dir`` (a path or an object-store URI) with Ray.
 
     ``actors``: run model stages in actor pools (default: when the cluster has GPUs). ``max_failures``: runs
     that may fail on a video (crashed worker) before it is quarantined. ``videos_per_write``: videos a
     shard-writing task gathers at least (fewer at the end). ``reprocess``: redo journaled videos that are
-    'changed', 'failed' or 'all' (``curation.rerun``).
+    'changed', 'failed' or 'all' (``curation.rerun``); ``check``: the ``precheck`` of these inputs, when the
+    caller made it.
     """
     import ray
 
@@ -216,7 +218,7 @@ def run_ray(
     output = DatasetOutput(out_dir)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
     summary = RunSummary(out_dir=out_dir, engine="ray", inputs=len(inputs))
-    check = precheck(inputs, output, config, "ray", reprocess)  # decides from the journal: no Ray when nothing is left
+    check = check or precheck(inputs, output, config, "ray", reprocess)  # from the journal: no Ray when nothing is left
     if check.summary is not None:
         return check.summary
     done, ids = set(check.skip), check.ids

@@ -22,7 +22,7 @@ from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
 
 from .output import DatasetOutput
 from .plan import scene_stages, video_stages
-from .rerun import precheck
+from .rerun import Precheck, precheck
 from .summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,20 @@ class LocalPipeline:
             stage.close()
 
 
-def run_local(inputs: list[str], out_dir: str, config: CurateConfig, reprocess: str | None = None) -> RunSummary:
+def run_local(
+    inputs: list[str],
+    out_dir: str,
+    config: CurateConfig,
+    reprocess: str | None = None,
+    check: Precheck | None = None,
+) -> RunSummary:
     """Curate ``inputs`` (uris, already expanded) into ``out_dir`` in this process; resumable.
 
     ``reprocess``: redo journaled videos that are 'changed' (another config), 'failed' or 'all'
-    (``curation.rerun``); videos rejected for a transient reason are retried in any case."""
+    (``curation.rerun``); videos rejected for a transient reason are retried in any case. ``check``: the
+    ``precheck`` of these inputs, when the caller made it."""
     t0 = time.perf_counter()
-    check = precheck(inputs, DatasetOutput(out_dir), config, "local", reprocess)
+    check = check or precheck(inputs, DatasetOutput(out_dir), config, "local", reprocess)
     if check.summary is not None:
         return check.summary
     summary = RunSummary(out_dir=out_dir, engine="local", inputs=len(inputs))

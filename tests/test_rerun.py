@@ -177,9 +177,14 @@ def test_noop_rerun_starts_no_engine(films, config, tmp_path, monkeypatch):
     monkeypatch.setattr(curate, "init_ray", no_engine)
     summary = curate.run_ray(films, str(out), config)
     assert summary.skipped == 2 and summary.engine == "ray"
+    from pipelines import commands
+
+    monkeypatch.setattr(commands, "_engine", no_engine)  # `filmweaver curate`: not even Ray Data is imported
+    assert commands.curate(films, str(out), config, "ray").skipped == 2
     history = json.loads((out / "run.json").read_text())["history"]
     assert [(h["engine"], h.get("engine_started", True)) for h in history] == [
         ("local", True),
         ("local", False),
+        ("ray", False),
         ("ray", False),
     ]
