@@ -8,8 +8,9 @@ reprocessed it) the later rows win, and its old samples leave their shards.
 
 Shards are compacted in the same step: shards smaller than half of ``shards.max_bytes`` (a Ray write task's
 few videos, a local commit made on time rather than on size) and shards holding samples no manifest row
-names any more are rewritten, their live samples rolled into new shards of ``max_bytes``; at most about one
-``max_bytes`` of old data is rewritten per run besides the new shards.
+names any more (reprocessed videos) are rewritten, their live samples rolled into new shards of ``max_bytes``;
+besides those, at most about half a ``max_bytes`` of old data (the last, unfilled merged shard) is rewritten
+per run.
 
 Order, for crash safety: merged shards, then the compacted part's tables, then its marker (the commit
 point: it ``replaces`` every part it absorbed), then the replaced parts and shards are deleted, then the
@@ -132,19 +133,28 @@ def merge_tables(out_dir: str, sources: list[dict[str, Any]]) -> dict[str, pa.Ta
     return merged
 
 
-def _samples(path: str) -> Iterator[dict[str, Any]]:
-    """The samples of a shard, one at a time (members grouped by key, as ``ShardWriter`` wrote them)."""
-    sample: dict[str, Any] = {}
-    with tarfile.open(path, mode="r|") as tar:
-        for member in tar:
-            key, ext = member.name.split(".", 1)
-            if sample and sample["__key__"] != key:
-                yield sample
-                sample = {}
-            sample["__key__"] = key
-            sample[ext] = tar.extractfile(member).read()
-    if sample:
-        yield sample
+def _raw_samples(path: str) -> Iterator[tuple[str, bytes]]:
+    """(key, tar blocks) of each sample of a shard that ``ShardWriter`` wrote: plain USTAR members, grouped by
+    key, copied as they are (no header is re-serialized; anything else is an error, never a silent skip)."""
+    with open(path, "rb") as f:
+        key, blocks = None, []
+        while True:
+            header = f.read(tarfile.BLOCKSIZE)
+            if len(header) < tarfile.BLOCKSIZE or header == tarfile.NUL * tarfile.BLOCKSIZE:
+                break
+            if header[156:157] not in (b"0", b"\0") or header[345:500].strip(b"\0"):
+                raise ValueError(f"{path}: member {header[:100]!r} is not a plain USTAR file")
+            name = header[:100].rstrip(b"\0").decode()
+            size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+            data = f.read(-(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+            member_key = name.split(".", 1)[0]
+            if blocks and member_key != key:
+                yield key, b"".join(blocks)
+                blocks = []
+            key = member_key
+            blocks += [header, data]
+        if blocks:
+            yield key, b"".join(blocks)
 
 
 def compact_shards(
@@ -186,9 +196,9 @@ def compact_shards(
     for s, name in zip(pool, names):
         if fetch is not None:
             fetch(s["url"])
-        for sample in _samples(os.path.join(out_dir, s["url"])):
-            if sample["__key__"] in members.get(name, ()):
-                moved[sample["__key__"]] = writer.write(sample)
+        for key, blocks in _raw_samples(os.path.join(out_dir, s["url"])):
+            if key in members.get(name, ()):
+                moved[key] = writer.write_raw(blocks)
                 writer.roll_if_full()
         drop.append(s["url"])
     writer.close()

@@ -94,17 +94,30 @@ class ShardWriter:
         """Samples written to the shard not yet committed."""
         return self._nsamples
 
+    def _open(self) -> tarfile.TarFile:
+        if self._tar is None:
+            self._file = _HashingFile(os.path.join(self.dir, self.name + TMP_SUFFIX))
+            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        return self._tar
+
     def write(self, sample: dict[str, Any]) -> str:
         """Append one sample (``__key__`` plus members ``ext -> bytes``); returns the shard's file name."""
         key = sample["__key__"]
         if "." in key:
             raise ValueError(f"sample key {key!r} contains a dot")
-        if self._tar is None:
-            self._file = _HashingFile(os.path.join(self.dir, self.name + TMP_SUFFIX))
-            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        tar = self._open()
         for ext in sorted(k for k in sample if k != "__key__"):
             data = sample[ext]
-            _tar_member(self._tar, f"{key}.{ext}", data.encode() if isinstance(data, str) else data)
+            _tar_member(tar, f"{key}.{ext}", data.encode() if isinstance(data, str) else data)
+        self._nsamples += 1
+        return self.name
+
+    def write_raw(self, blocks: bytes) -> str:
+        """Append one sample as the tar blocks (headers, data, padding) another ``ShardWriter`` wrote for it:
+        the same bytes as ``write`` of that sample, without re-serializing (shard compaction)."""
+        tar = self._open()
+        tar.fileobj.write(blocks)
+        tar.offset += len(blocks)  # where tarfile writes the next member and the end-of-archive blocks
         self._nsamples += 1
         return self.name
 

@@ -221,6 +221,15 @@ def test_finalize_merges_small_shards_of_many_writers(tmp_path, dataset_view):
     keys = shard_keys(out)
     assert len(keys) == 3 and sorted(len(k) for k in keys.values()) == [4, 6, 6]  # 3 videos (6 scenes) per shard
     assert all(name.startswith("scenes-m000001-") for name in keys)
+    # members are copied as written: the same bytes as writing those samples afresh
+    expected = ShardWriter(str(tmp_path / "expected"), "scenes-m000001", 100_000)
+    for n in range(8):
+        for sample in result_of(n).samples:
+            expected.write(sample)
+            expected.roll_if_full()
+    expected.close()
+    index = json.loads((out / "index.json").read_text())["shards"]
+    assert [(s["url"], s["sha256"]) for s in index] == [(i.url, i.sha256) for i in expected.committed]
     assert run["counts"]["samples"] == 16 and run["counts"]["shards"] == 3
     parts = sorted(os.listdir(out / "manifests/parts"))
     assert parts == [
