@@ -247,8 +247,9 @@ def run_ray(
                 _count_driver(summary, result)
 
     resources = init_ray(address, num_cpus)
-    sink = ShardDatasink(out_dir, config.shards.prefix, config.shards.max_bytes, run_id, videos_per_write)
-    sink.config_hash = check.config_hash
+    sink = ShardDatasink(
+        out_dir, config.shards.prefix, config.shards.max_bytes, run_id, videos_per_write, check.config_hash
+    )
     if todo:
         _run_graph(todo, config, output, sink, resources, actors)
     _merge(summary, sink.summary)
@@ -276,6 +277,7 @@ def run_ray(
         "config": config.model_dump(mode="json"),
         "config_hash": check.config_hash,
         "reprocess": reprocess,
+        "rerun": check.notes,
         "ray": {
             "version": ray.__version__,
             "address": address or os.environ.get("RAY_ADDRESS") or "local",

@@ -154,6 +154,7 @@ def run_local(
         "config": config.model_dump(mode="json"),
         "config_hash": check.config_hash,
         "reprocess": reprocess,
+        "rerun": check.notes,
     }
     run = finalize(out_dir, info)
     summary.dataset = run["counts"]

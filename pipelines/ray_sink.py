@@ -44,10 +44,18 @@ class CuratedVideo:
 class ShardDatasink(Datasink[RunSummary]):
     """Writes ``CuratedVideo`` rows as WebDataset shards + journal parts; ``summary`` once the write is done."""
 
-    def __init__(self, out_uri: str, prefix: str, max_bytes: int, run_id: str, videos_per_write: int = 8):
+    def __init__(
+        self,
+        out_uri: str,
+        prefix: str,
+        max_bytes: int,
+        run_id: str,
+        videos_per_write: int = 8,
+        config_hash: str | None = None,
+    ):
         self.out_uri, self.prefix, self.max_bytes, self.run_id = out_uri, prefix, max_bytes, run_id
         self.videos_per_write = videos_per_write
-        self.config_hash: str | None = None  # journaled with every video (``curation.rerun``)
+        self.config_hash = config_hash  # journaled with every video (``curation.rerun``)
         self.summary = RunSummary(out_dir=out_uri, engine="ray")
 
     @property

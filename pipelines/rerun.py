@@ -110,6 +110,7 @@ def precheck(
         "config": config.model_dump(mode="json"),
         "config_hash": chash,
         "engine_started": False,
+        "rerun": check.notes,
         **(run_info or {}),
     }
     summary.dataset = output.finalize(info)["counts"]

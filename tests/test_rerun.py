@@ -160,6 +160,7 @@ def test_config_change_is_said_and_reprocess_changed_redoes(
     assert dataset_view(out) == dataset_view(reference)
     run = json.loads((out / "run.json").read_text())
     assert [h.get("reprocess") for h in run["history"]] == [None, None, "changed"]
+    assert "curated with another config" in run["history"][1]["rerun"][0]  # what the run said, kept
 
 
 def test_noop_rerun_starts_no_engine(films, config, tmp_path, monkeypatch):
