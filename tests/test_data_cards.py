@@ -181,7 +181,7 @@ def build(out, clip, max_bytes=1):
     }
     writer.add_stats(stats, {"embedder": "open_clip ViT-B-32 laion2b_s34b_b79k", "shot_detector": "scenedetect"})
     writer.close()
-    return finalize(str(out), {"config": CONFIG, "engine": "local"})
+    return finalize(str(out), {"config": {**CONFIG, "shards": {"max_bytes": max_bytes}}, "engine": "local"})
 
 
 @pytest.fixture(scope="module")
