@@ -390,7 +390,6 @@ def ray_options(args: argparse.Namespace) -> dict[str, Any]:
         "actors": {"auto": None, "on": True, "off": False}[args.actors],
         "max_failures": args.max_failures,
         "videos_per_write": args.videos_per_write,
-        "reprocess": getattr(args, "reprocess", None),
     }
 
 
@@ -401,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
-        summary = run_ray(expand_inputs(args.inputs), args.out, config, **ray_options(args))
+        summary = run_ray(expand_inputs(args.inputs), args.out, config, reprocess=args.reprocess, **ray_options(args))
     except FilmweaverError as exc:
         print(f"filmweaver: error: {exc}", file=sys.stderr)
         return 2
