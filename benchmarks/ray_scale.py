@@ -29,7 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.config import load_config  # noqa: E402
-from curation.shards import PARTS_DIR, TMP_SUFFIX  # noqa: E402
+from curation.journal import PARTS_DIR  # noqa: E402
+from curation.shard_writer import TMP_SUFFIX  # noqa: E402
 from curation.synthetic import make_film  # noqa: E402
 from pipelines.curate import run_ray  # noqa: E402
 

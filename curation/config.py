@@ -270,6 +270,15 @@ class ExportConfig(Section):
 class ShardsConfig(Section):
     max_bytes: int = Field(1_000_000_000, ge=1, description="A shard is closed once it reaches this many bytes.")
     prefix: str = Field("scenes", description="Shard file names: {prefix}-000000.tar ...")
+    commit_videos: int | None = Field(
+        100,
+        ge=1,
+        description="The local engine commits (closes its shard, journals its videos) at least every this many "
+        "videos, so a killed run keeps them; None: only when a shard is full. finalize merges small shards.",
+    )
+    commit_s: float | None = Field(
+        300.0, gt=0, description="The local engine also commits at least every this many seconds; None: no time limit."
+    )
 
 
 class CurateConfig(Section):

@@ -194,6 +194,25 @@ class CaptionRecord:
     prompt_version: str = ""
 
 
+# Reject reasons that say nothing about an item's content: the environment failed (network, rate limits, a
+# missing key, package or model, an I/O error, memory). A video with such a reject (its own, or one of its
+# shots' or scenes') is retried by the next run into the same output; every other reason is a verdict on the
+# content and stands. Sources: the captioning client's retry reasons, ``curation.errors``, ``stage._as_reject``.
+TRANSIENT_REASONS = frozenset(
+    {
+        "rate-limited",
+        "server-error",
+        "timeout",
+        "connection-error",
+        "config",
+        "missing-dependency",
+        "model-unavailable",
+        "io-error",
+        "out-of-memory",
+    }
+)
+
+
 @dataclass
 class Reject:
     """Why an item (video, shot or scene) left the pipeline."""
@@ -203,6 +222,11 @@ class Reject:
     stage: str
     reason: str
     detail: str = ""
+
+    @property
+    def transient(self) -> bool:
+        """True when the reason is the environment's failure, not the content's (``TRANSIENT_REASONS``)."""
+        return self.reason in TRANSIENT_REASONS
 
 
 def _list(t: pa.DataType) -> pa.DataType:

@@ -161,7 +161,21 @@ def _as_reject(stage: Stage, unit: Any, exc: BaseException) -> Reject:
         return Reject(unit.item_id, unit.uri, stage.name, exc.reason, str(exc))
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     log.error("stage %s failed on %s", stage.name, unit.item_id, exc_info=exc)
-    return Reject(unit.item_id, unit.uri, stage.name, "error", last)
+    return Reject(unit.item_id, unit.uri, stage.name, _unexpected_reason(exc), last)
+
+
+def _unexpected_reason(exc: BaseException) -> str:
+    """Reject reason of an unexpected exception: the environment's failures (``records.TRANSIENT_REASONS``,
+    retried by the next run) apart from the rest ('error': a bug or the content, kept)."""
+    if isinstance(exc, MemoryError):
+        return "out-of-memory"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "connection-error"
+    if isinstance(exc, OSError) and not type(exc).__module__.startswith("av."):  # PyAV's errors: the data's
+        return "io-error"
+    return "error"
 
 
 def _count(stage: Stage, result: Result) -> list[Any]:

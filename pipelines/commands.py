@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.errors import ConfigError
+from curation.rerun import add_reprocess_argument
 
 from .errors import RESUME_HINT, check_output_dir
 from .ray_options import add_ray_arguments, ray_options, ray_options_given
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="probe the inputs and print the LLM tokens and dollars captioning would spend; process nothing",
     )
     add_ray_arguments(p)  # the same options as `python -m pipelines.curate`
+    add_reprocess_argument(p)
     p.set_defaults(func=cmd_curate, on_interrupt=RESUME_HINT)
 
     p = sub.add_parser("config", help="configuration")
@@ -87,18 +89,30 @@ def _engine(name: str):
         raise ConfigError(f"the {name} engine is not available ({exc}); use --engine local") from None
 
 
-def curate(inputs: list[str], out_dir: str, config: CurateConfig, engine: str = "local", **options: Any) -> Any:
+def curate(
+    inputs: list[str],
+    out_dir: str,
+    config: CurateConfig,
+    engine: str = "local",
+    reprocess: str | None = None,
+    **options: Any,
+) -> Any:
     """Expand ``inputs`` and curate them into ``out_dir`` with ``engine``; returns its ``RunSummary``.
 
-    ``options``: keyword arguments of the engine's run function (``run_ray``: address, num_cpus, ...)."""
+    ``reprocess``: see ``curation.rerun``. ``options``: keyword arguments of the engine's run function
+    (``run_ray``: address, num_cpus, ...)."""
     from .inputs import expand_inputs
+    from .output import DatasetOutput
+    from .rerun import precheck
 
     check_output_dir(out_dir)
     uris = expand_inputs(inputs)
-    run = _engine(engine)
     if "://" not in out_dir:  # object-store outputs (s3://, gs://) have no folders to make
         os.makedirs(out_dir, exist_ok=True)
-    return run(uris, out_dir, config, **options)
+    check = precheck(uris, DatasetOutput(out_dir), config, engine, reprocess)
+    if check.summary is not None:
+        return check.summary  # nothing left to do: the engine is not even imported (Ray Data takes seconds)
+    return _engine(engine)(uris, out_dir, config, reprocess=reprocess, check=check, **options)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -119,7 +133,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of --engine ray")
     else:
         options = {}
-    summary = curate(args.inputs, args.out, config, args.engine, **options)
+    summary = curate(args.inputs, args.out, config, args.engine, args.reprocess, **options)
     print(summary.format())
     return 0
 

@@ -27,7 +27,6 @@ joins the cluster in ``RAY_ADDRESS`` (or ``--address``), else starts a local Ray
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -44,16 +43,18 @@ import numpy as np
 
 from curation.config import CurateConfig, add_config_arguments, load_config
 from curation.records import Reject, VideoRecord
-from curation.shards import VideoResult, video_result
+from curation.rerun import add_reprocess_argument
+from curation.samples import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
 from pipelines.inputs import expand_inputs, skipped_info
-from pipelines.local import _identify, duplicate_result, run_units
+from pipelines.local import duplicate_result, run_units
 from pipelines.output import DatasetOutput
 from pipelines.plan import scene_stage_classes, video_stage_classes
 from pipelines.ray_attempts import AttemptGuard, AttemptLedger, task_retries, testing_crash_hook
 from pipelines.ray_nodes import alive_nodes, check_shared_paths
 from pipelines.ray_options import add_ray_arguments, ray_options
 from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
+from pipelines.rerun import Precheck, precheck
 from pipelines.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -235,12 +236,16 @@ def run_ray(
     actors: bool | None = None,
     max_failures: int = 3,
     videos_per_write: int = 8,
+    reprocess: str | None = None,
+    check: Precheck | None = None,
 ) -> RunSummary:
     """Curate ``inputs`` (uris, already expanded) into ``out_dir`` (a path or an object-store URI) with Ray.
 
     ``actors``: run model stages in actor pools (default: when the cluster has GPUs). ``max_failures``: worker
     crashes a video may cause in this run, and runs that may end with it unfinished, before it is quarantined.
-    ``videos_per_write``: videos a shard-writing task gathers at least (fewer at the end).
+    ``videos_per_write``: videos a shard-writing task gathers at least (fewer at the end). ``reprocess``: redo
+    journaled videos that are 'changed', 'failed' or 'all' (``curation.rerun``); ``check``: the ``precheck`` of
+    these inputs, when the caller made it.
 
     Raises ``OutputNotShared`` on a multi-node cluster whose nodes do not all see a local ``out_dir`` or the
     local inputs (checked before anything is written).
@@ -251,12 +256,13 @@ def run_ray(
     output = DatasetOutput(out_dir)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
     summary = RunSummary(out_dir=out_dir, engine="ray", inputs=len(inputs))
+    check = check or precheck(inputs, output, config, "ray", reprocess)  # from the journal: no Ray when nothing is left
+    if check.summary is not None:
+        return check.summary
     skipped = skipped_info(inputs)
     summary.skipped_files, summary.skipped_examples = skipped["count"], skipped["examples"]
-    done = output.recover().finished
+    done, ids = set(check.skip), check.ids
     failures: dict[str, dict[str, Any]] = output.read_state(FAILURES)
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # content ids read 2 MiB per input: overlap the I/O
-        ids = list(pool.map(_identify, inputs))
 
     todo: list[tuple[str, str]] = []
     driver_results: list[VideoResult] = []
@@ -282,13 +288,16 @@ def run_ray(
     if todo:
         check_shared_paths(out_dir, [uri for uri, _ in todo])  # before anything is written
     if driver_results:
-        with output.writer(f"{config.shards.prefix}-{run_id}-driver", config.shards.max_bytes) as writer:
+        driver_prefix = f"{config.shards.prefix}-{run_id}-driver"
+        with output.writer(driver_prefix, config.shards.max_bytes, config_hash=check.config_hash) as writer:
             for result in driver_results:
                 writer.add(result)
                 output.publish(writer)
                 _count_driver(summary, result)
 
-    sink = ShardDatasink(out_dir, config.shards.prefix, config.shards.max_bytes, run_id, videos_per_write)
+    sink = ShardDatasink(
+        out_dir, config.shards.prefix, config.shards.max_bytes, run_id, videos_per_write, check.config_hash
+    )
     attempts: dict[str, Any] = {"nodes_worked": [], "crashes": {}, "node_losses": 0, "quarantined": []}
     if todo:
         attempts = _run_graph(todo, config, output, sink, resources, actors, max_failures)
@@ -331,6 +340,9 @@ def run_ray(
         "skipped_files": skipped,
         "seconds": round(summary.seconds, 3),
         "config": config.model_dump(mode="json"),
+        "config_hash": check.config_hash,
+        "reprocess": reprocess,
+        "rerun": check.notes,
         "ray": {
             "version": ray.__version__,
             "address": address or os.environ.get("RAY_ADDRESS") or "local",
@@ -456,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/prefix)")
     add_config_arguments(p, "config YAML", "shots.backend=auto")
     add_ray_arguments(p)
+    add_reprocess_argument(p)
     return p
 
 
@@ -469,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         check_output_dir(args.out)
-        summary = run_ray(expand_inputs(args.inputs), args.out, config, **ray_options(args))
+        summary = run_ray(expand_inputs(args.inputs), args.out, config, reprocess=args.reprocess, **ray_options(args))
     except KeyboardInterrupt as exc:
         return report_error(exc, False, RESUME_HINT)
     except FilmweaverError as exc:

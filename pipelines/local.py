@@ -1,7 +1,7 @@
 """The local executor: every stage of ``pipelines.plan`` in one process, one video at a time.
 
 Videos already finished in ``out_dir`` (by content id, so moved files are recognised) are skipped; the
-journal in ``curation.shards`` makes an interrupted run resume exactly. Progress is a tqdm bar over videos.
+journal in ``curation.journal`` makes an interrupted run resume exactly. Progress is a tqdm bar over videos.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from typing import Any
 from tqdm import tqdm
 
 from curation.config import CurateConfig
-from curation.errors import FilmweaverError
+from curation.finalize import finalize
+from curation.journal import DatasetWriter
 from curation.records import Reject, VideoRecord
-from curation.shards import DatasetWriter, VideoResult, finalize, recover, video_result
+from curation.samples import VideoResult, video_result
 from curation.stage import Stage, StageStats, VideoUnit, run_stage_batch
-from curation.video import content_id
 
 from .inputs import skipped_info
+from .output import DatasetOutput
 from .plan import scene_stages, video_stages
+from .rerun import Precheck, precheck
 from .summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -87,39 +89,47 @@ class LocalPipeline:
             stage.close()
 
 
-def _identify(uri: str) -> tuple[str | None, Reject | None]:
-    """Cheap content id of an input (no decoding), or the reject of an input that cannot be read at all."""
-    try:
-        return content_id(uri), None
-    except FilmweaverError as exc:
-        return None, Reject(uri, uri, "probe", exc.reason, str(exc))
-    except OSError as exc:
-        reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
-        return None, Reject(uri, uri, "probe", reason, f"cannot read {uri}: {exc.strerror or exc}")
-
-
 def duplicate_result(uri: str, video_id: str, original: str) -> VideoResult:
     """The ``videos.parquet`` row of an input whose content an earlier input of the run has (not processed)."""
     record = VideoRecord(video_id=video_id, uri=uri, status="duplicate", duplicate_of=original)
     return VideoResult(record)
 
 
-def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSummary:
-    """Curate ``inputs`` (uris, already expanded) into ``out_dir`` in this process; resumable."""
+def run_local(
+    inputs: list[str],
+    out_dir: str,
+    config: CurateConfig,
+    reprocess: str | None = None,
+    check: Precheck | None = None,
+) -> RunSummary:
+    """Curate ``inputs`` (uris, already expanded) into ``out_dir`` in this process; resumable.
+
+    ``reprocess``: redo journaled videos that are 'changed' (another config), 'failed' or 'all'
+    (``curation.rerun``); videos rejected for a transient reason are retried in any case. ``check``: the
+    ``precheck`` of these inputs, when the caller made it."""
     t0 = time.perf_counter()
+    check = check or precheck(inputs, DatasetOutput(out_dir), config, "local", reprocess)
+    if check.summary is not None:
+        return check.summary
     summary = RunSummary(out_dir=out_dir, engine="local", inputs=len(inputs))
     skipped = skipped_info(inputs)
     summary.skipped_files, summary.skipped_examples = skipped["count"], skipped["examples"]
-    journal = recover(out_dir)
-    done = journal.finished
+    done = set(check.skip)
     first: dict[str, str] = {}  # content id -> the first uri of this run that has it
-    writer = DatasetWriter(out_dir, config.shards.prefix, config.shards.max_bytes)
+    shards = config.shards
+    writer = DatasetWriter(
+        out_dir,
+        shards.prefix,
+        shards.max_bytes,
+        commit_videos=shards.commit_videos,
+        commit_s=shards.commit_s,
+        config_hash=check.config_hash,
+    )
     write_stats = StageStats()
     pipeline: LocalPipeline | None = None
-    bar = tqdm(inputs, unit="video", desc="curate", dynamic_ncols=True)
+    bar = tqdm(list(zip(inputs, check.ids)), unit="video", desc="curate", dynamic_ncols=True)
     try:
-        for uri in bar:
-            video_id, missing = _identify(uri)
+        for uri, (video_id, missing) in bar:
             if video_id in first:
                 result = duplicate_result(uri, video_id, first[video_id])
             elif video_id in done:
@@ -134,14 +144,15 @@ def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSumma
                     pipeline = LocalPipeline(config, out_dir)  # only when there is work: models load here
                 result = pipeline.process(uri, video_id)
             t1 = time.perf_counter()
+            stats = pipeline.take_stats() if pipeline is not None else {}
+            writer.add_stats(stats, pipeline.provenance() if pipeline is not None else None)
             writer.add(result)
             write_stats.items_in += len(result.samples)
             write_stats.items_out += len(result.samples)
             write_stats.seconds += time.perf_counter() - t1
+            writer.add_stats({"write": write_stats})
+            write_stats = StageStats()
             _count(summary, result)
-            stats = pipeline.take_stats() if pipeline is not None else {}
-            stats["write"], write_stats = write_stats, StageStats()
-            writer.add_stats(stats, pipeline.provenance() if pipeline is not None else None)
             bar.set_postfix(hours=f"{summary.hours:.2f}", scenes=summary.scenes_written, refresh=False)
         writer.close()
     finally:
@@ -149,8 +160,17 @@ def run_local(inputs: list[str], out_dir: str, config: CurateConfig) -> RunSumma
         if pipeline is not None:
             pipeline.close()
     summary.seconds = time.perf_counter() - t0
-    info = {"engine": "local", "inputs": len(inputs), "skipped_files": skipped, "seconds": round(summary.seconds, 3)}
-    run = finalize(out_dir, {**info, "config": config.model_dump(mode="json")})
+    info = {
+        "engine": "local",
+        "inputs": len(inputs),
+        "skipped_files": skipped,
+        "seconds": round(summary.seconds, 3),
+        "config": config.model_dump(mode="json"),
+        "config_hash": check.config_hash,
+        "reprocess": reprocess,
+        "rerun": check.notes,
+    }
+    run = finalize(out_dir, info)
     summary.dataset = run["counts"]
     return summary
 

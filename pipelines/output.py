@@ -1,11 +1,13 @@
-"""A dataset output folder, local or on an object store, with the commit rules of ``curation.shards``.
+"""A dataset output folder, local or on an object store, with the commit rules of ``curation.journal``.
 
-``curation.shards`` writes and recovers local folders. For an object-store output (``s3://``, ``gs://``:
+``curation.journal`` writes and recovers local folders. For an object-store output (``s3://``, ``gs://``:
 workers of a multi-node cluster share no disk) each writer stages its commits in a local temporary folder
 and ``publish``es every committed part in commit order: the shard (temporary key, then moved), the part's
 tables, and last its marker, the commit point. Recovery and finalize mirror the remote journal into a local
-folder (markers and tables for real, other files as empty placeholders), run the very same ``recover`` /
-``finalize`` there, and apply the result remotely, so one set of rules serves both kinds of output.
+folder (markers and tables for real, other files as empty placeholders; finalize fetches the few shards it
+compacts), run the very same ``recover`` / ``finalize`` there, and apply the result remotely in commit order
+(new shards, new tables, the new marker, then deletions, then the published files), so one set of rules
+serves both kinds of output.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from curation.finalize import finalize
+from curation.journal import PARTS_DIR, DatasetWriter, Journal, live_markers, normalized_marker, read_journal, recover
 from curation.records import MANIFESTS
-from curation.shards import PARTS_DIR, SHARDS_DIR, TMP_SUFFIX, DatasetWriter, Journal, finalize, read_journal, recover
+from curation.shard_writer import SHARDS_DIR, TMP_SUFFIX
 
 from . import storage
 
@@ -69,44 +73,74 @@ class DatasetOutput:
                 storage.delete(storage.join(self.uri, rel))
         return journal
 
-    def journal(self) -> Journal:
-        """The committed journal, read only."""
+    def journal(self, prefix: str | None = None) -> Journal:
+        """The committed journal, read only; ``prefix``: only one writer's parts (no other marker is read)."""
         if not self.remote:
-            return read_journal(self.local_dir)
+            return read_journal(self.local_dir, prefix)
         markers = []
-        for full in storage.list_files(storage.join(self.uri, PARTS_DIR), (".json",)):
+        for full in storage.list_files(storage.join(self.uri, PARTS_DIR, prefix + "-*" if prefix else ""), (".json",)):
             if TMP_SUFFIX not in os.path.basename(full):
-                markers.append(json.loads(storage.read_text(full)))
-        return Journal(sorted(markers, key=lambda m: m["part"]))
+                markers.append(normalized_marker(json.loads(storage.read_text(full))))
+        return Journal(live_markers(markers))
+
+    def read_run(self) -> dict[str, Any]:
+        """The output's ``run.json`` ({} when there is none yet)."""
+        uri = storage.join(self.uri, "run.json")
+        try:
+            return json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
+        except json.JSONDecodeError:
+            return {}
 
     def finalize(self, run_info: dict[str, Any]) -> dict[str, Any]:
-        """``curation.shards.finalize`` on this output: manifests, index.json and run.json; returns run.json."""
+        """``curation.finalize.finalize`` on this output: compaction, manifests, index.json and run.json;
+        returns run.json."""
         if not self.remote:
-            os.makedirs(os.path.join(self.local_dir, "manifests"), exist_ok=True)  # a run that wrote nothing
             return finalize(self.local_dir, run_info)
         with tempfile.TemporaryDirectory(prefix="fw-mirror-") as mirror:
-            self._mirror(mirror, full_tables=True)
-            os.makedirs(os.path.join(mirror, "manifests"), exist_ok=True)
-            run = finalize(mirror, run_info)
-            outputs = [os.path.join("manifests", f"{name}.parquet") for name in MANIFESTS]
-            for rel in [*outputs, "index.json", "run.json"]:
-                storage.put_file(os.path.join(mirror, rel), storage.join(self.uri, *rel.split(os.sep)))
+            before = self._mirror(mirror, full_tables=True)
+            if storage.exists(storage.join(self.uri, "run.json")):
+                storage.get_file(storage.join(self.uri, "run.json"), os.path.join(mirror, "run.json"))
+
+            def fetch(rel: str) -> None:
+                storage.get_file(storage.join(self.uri, rel), os.path.join(mirror, rel))
+
+            run = finalize(mirror, run_info, fetch=fetch)
+            after = {
+                os.path.relpath(os.path.join(d, n), mirror).replace(os.sep, "/")
+                for d, _, names in os.walk(mirror)
+                for n in names
+            }
+            published = {os.path.join("manifests", f"{name}.parquet") for name in MANIFESTS}
+            published |= {"index.json", "run.json"}
+            new = sorted(after - before - published)
+            # commit order: shards and tables first, markers (the commit point) next, then deletions
+            for rel in sorted(new, key=lambda r: r.endswith(".json")):
+                storage.put_file(os.path.join(mirror, rel), storage.join(self.uri, rel))
+            for rel in sorted(before - after, key=lambda r: not r.endswith(".json")):
+                storage.delete(storage.join(self.uri, rel))
+            for rel in sorted(published):
+                storage.put_file(os.path.join(mirror, rel), storage.join(self.uri, *rel.split("/")))
         return run
 
     @contextlib.contextmanager
-    def writer(self, prefix: str, max_bytes: int) -> Iterator[DatasetWriter]:
+    def writer(self, prefix: str, max_bytes: int, **options: Any) -> Iterator[DatasetWriter]:
         """A ``DatasetWriter`` for this output; closed (last shard committed, everything published) on exit.
+        ``options``: the writer's ``commit_videos``, ``commit_s``, ``config_hash``.
 
         On an object store the writer stages into a local folder; call ``publish(writer)`` after ``add`` to
         upload what it committed so far (a no-op for local outputs)."""
         if not self.remote:
-            writer = DatasetWriter(self.local_dir, prefix, max_bytes)
+            writer = DatasetWriter(self.local_dir, prefix, max_bytes, **options)
             yield writer
             writer.close()
             return
         staging = tempfile.mkdtemp(prefix="fw-stage-")
         try:
-            writer = DatasetWriter(staging, prefix, max_bytes)
+            # numbering continues after this writer's earlier files on the store (a retried task)
+            earlier = storage.list_files(storage.join(self.uri, PARTS_DIR, prefix + "-*"))
+            earlier += storage.list_files(storage.join(self.uri, SHARDS_DIR, prefix + "-*"))
+            names = [full.rsplit("/", 1)[-1] for full in earlier]
+            writer = DatasetWriter(staging, prefix, max_bytes, earlier_names=names, **options)
             yield writer
             writer.close()
             self.publish(writer)
@@ -125,9 +159,9 @@ class DatasetOutput:
             marker_path = os.path.join(parts_dir, name)
             with open(marker_path) as f:
                 marker = json.load(f)
-            if marker["shard"]:
-                shard = os.path.join(staging, marker["shard"]["url"])
-                storage.put_file(shard, storage.join(self.uri, marker["shard"]["url"]))
+            for info in marker["shards"]:
+                shard = os.path.join(staging, info["url"])
+                storage.put_file(shard, storage.join(self.uri, info["url"]))
                 os.remove(shard)
             for table in MANIFESTS:
                 local = os.path.join(parts_dir, f"{marker['part']}.{table}.parquet")

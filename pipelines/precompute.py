@@ -2,7 +2,7 @@
 
 A Ray Data job: shard files are rows, a CPU task expands each into its scene samples, an actor pool
 (``num_actors`` actors, one GPU each when CUDA is present) loads the VAE and text encoder once per actor
-and encodes whole scenes; the driver writes latent shards (``curation.shards.ShardWriter``, atomic) and
+and encodes whole scenes; the driver writes latent shards (``curation.shard_writer.ShardWriter``, atomic) and
 ``latents.json``. The output layout is described in ``training/data.py``.
 
 Frames are resampled to ``fps``, cut to ``max_frames``, resized to cover ``height`` x ``width`` and
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from curation.errors import ConfigError
-from curation.shards import ShardWriter
+from curation.shard_writer import ShardWriter
 from curation.video import iter_frames
 from training.config import PrecomputeConfig
 from training.data import EMPTY_TEXT, LATENT_INDEX

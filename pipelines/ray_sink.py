@@ -4,7 +4,9 @@ Rows hold a pickled ``CuratedVideo`` (one video's records, samples and stage cou
 ``DatasetWriter`` with its own prefix (``{prefix}-{run}-{task}``) on the output, local or object store
 (``pipelines.output``), so concurrent tasks never share a file; a shard is renamed (or moved, on object
 stores) only once complete, and a video is journaled in the commit that holds all its scenes. A retried
-task skips the videos its failed attempt already committed, so nothing is written twice.
+task skips the videos its failed attempt already committed (it reads its own parts only, never the whole
+journal), so nothing is written twice. The few-video shards of write tasks are merged into ``max_bytes``
+shards by ``finalize``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from curation.shards import VideoResult
+from curation.samples import VideoResult
 from curation.stage import StageStats
 
 from .local import _count
@@ -42,9 +44,18 @@ class CuratedVideo:
 class ShardDatasink(Datasink[RunSummary]):
     """Writes ``CuratedVideo`` rows as WebDataset shards + journal parts; ``summary`` once the write is done."""
 
-    def __init__(self, out_uri: str, prefix: str, max_bytes: int, run_id: str, videos_per_write: int = 8):
+    def __init__(
+        self,
+        out_uri: str,
+        prefix: str,
+        max_bytes: int,
+        run_id: str,
+        videos_per_write: int = 8,
+        config_hash: str | None = None,
+    ):
         self.out_uri, self.prefix, self.max_bytes, self.run_id = out_uri, prefix, max_bytes, run_id
         self.videos_per_write = videos_per_write
+        self.config_hash = config_hash  # journaled with every video (``curation.rerun``)
         self.summary = RunSummary(out_dir=out_uri, engine="ray")
 
     @property
@@ -57,10 +68,10 @@ class ShardDatasink(Datasink[RunSummary]):
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> RunSummary:
         output = DatasetOutput(self.out_uri)
-        done = output.journal().finished  # committed by an earlier attempt of this task
         summary = RunSummary(out_dir=self.out_uri, engine="ray")
         prefix = f"{self.prefix}-{self.run_id}-{ctx.task_idx:05d}"
-        with output.writer(prefix, self.max_bytes) as writer:
+        done = output.journal(prefix).finished  # committed by an earlier attempt of this task
+        with output.writer(prefix, self.max_bytes, config_hash=self.config_hash) as writer:
             for block in blocks:
                 for blob in BlockAccessor.for_block(block).to_arrow().column(COLUMN).to_pylist():
                     video: CuratedVideo = pickle.loads(blob)

@@ -29,8 +29,10 @@ import numpy as np
 from curation.config import CurateConfig, load_config
 from curation.errors import ConfigError
 from curation.filters import ShotFilter, scene_verdict, summarise_scene
+from curation.finalize import finalize
+from curation.journal import DatasetWriter, recover
 from curation.records import MANIFESTS, Reject, SceneRecord, ShotRecord, read_manifest
-from curation.shards import DatasetWriter, VideoResult, finalize, recover
+from curation.samples import VideoResult
 from curation.stage import StageStats
 
 log = logging.getLogger(__name__)

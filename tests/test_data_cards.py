@@ -1,4 +1,4 @@
-"""Dataset release on a small curated output written by the real shard writer (curation.shards): card
+"""Dataset release on a small curated output written by the real shard writer (curation.journal): card
 header and numbers, funnel, plots, Croissant validation, the card's loading snippets run as written, the
 card's text with and without captioning, no local path in a release, CLI and hub push."""
 
@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from curation.finalize import finalize
+from curation.journal import DatasetWriter
 from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from curation.shards import DatasetWriter, VideoResult, finalize, video_result
+from curation.samples import VideoResult, video_result
 from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 from data_cards.card import CardOptions
 from data_cards.dataset import sha256_file
@@ -185,7 +187,7 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True):
     writer.add_stats(stats, {"embedder": "open_clip ViT-B-32 laion2b_s34b_b79k", "shot_detector": "scenedetect"})
     writer.close()
     config = CONFIG if captioned else {**CONFIG, "caption": {"backend": "none"}}
-    return finalize(str(out), {"config": config, "engine": "local"})
+    return finalize(str(out), {"config": {**config, "shards": {"max_bytes": max_bytes}}, "engine": "local"})
 
 
 @pytest.fixture(scope="module")

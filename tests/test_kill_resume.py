@@ -1,4 +1,4 @@
-"""SIGKILL a curation run at three moments, run again: the dataset equals an uninterrupted run's.
+"""SIGKILL a curation run at four moments, run again: the dataset equals an uninterrupted run's.
 
 Local engine (fast, and the kill moments are exact: a wrapper process SIGKILLs itself from inside the shard
 writer); then the Ray engine's driver and its whole local Ray are killed once a shard has been committed,
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from curation.config import load_config
-from curation.shards import read_journal
+from curation.journal import read_journal
 from curation.synthetic import make_film
 from pipelines.local import run_local
 from pipelines.ray_procs import ray_processes, stop_processes
@@ -29,35 +29,43 @@ from pipelines.ray_procs import ray_processes, stop_processes
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from curation import shards
+    from curation import finalize, shard_writer
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
     moment = sys.argv[1]
     if moment == "after-first-commit":
-        commit = shards.ShardWriter.commit
+        commit = shard_writer.ShardWriter.commit
         def patched(self):
             info = commit(self)
             if info is not None:
                 die()
             return info
-        shards.ShardWriter.commit = patched
+        shard_writer.ShardWriter.commit = patched
     elif moment == "mid-shard":  # a sample into the second shard, before it is complete
-        write = shards.ShardWriter.write
+        write = shard_writer.ShardWriter.write
         def patched(self, sample):
             name = write(self, sample)
             if self.committed:
                 die()
             return name
-        shards.ShardWriter.write = patched
+        shard_writer.ShardWriter.write = patched
+    elif moment == "every-n-videos":  # shards never fill up: only the commits every video keep the work
+        from curation import journal
+        add = journal.DatasetWriter.add
+        def patched(self, result):
+            add(self, result)
+            if len(self.parts) == 2:
+                die()
+        journal.DatasetWriter.add = patched
     elif moment == "finalize":  # manifests merged, index.json and run.json not yet written
-        write_json = shards._write_json
+        write_json = finalize._write_json
         def patched(path, obj):
             if path.endswith("index.json"):
                 die()
             write_json(path, obj)
-        shards._write_json = patched
+        finalize._write_json = patched
     from pipelines.cli import main
     sys.exit(main(sys.argv[2:]))
     """
@@ -90,11 +98,13 @@ def curate_args(inputs: list[str], out: Path, engine: str, settings: list[str]) 
     return ["curate", *inputs, "--out", str(out), "--engine", engine, *[a for s in settings for a in ("--set", s)]]
 
 
-@pytest.mark.parametrize("moment", ["after-first-commit", "mid-shard", "finalize"])
+@pytest.mark.parametrize("moment", ["after-first-commit", "mid-shard", "every-n-videos", "finalize"])
 def test_local_kill_and_resume(moment, inputs, settings, reference, dataset_view, tmp_path):
     out = tmp_path / "out"
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
+    if moment == "every-n-videos":
+        settings = [*settings, "shards.max_bytes=1000000000", "shards.commit_videos=1"]
     proc = subprocess.run(
         [sys.executable, str(killer), moment, *curate_args(inputs, out, "local", settings)],
         capture_output=True,
@@ -104,6 +114,8 @@ def test_local_kill_and_resume(moment, inputs, settings, reference, dataset_view
     finished = read_journal(str(out)).finished
     if moment == "finalize":
         assert len(finished) == len(inputs) and not (out / "index.json").exists()
+    elif moment == "every-n-videos":
+        assert len(finished) == 2 and not list((out / "shards").glob("*.tmp"))  # what it committed, kept
     else:
         assert 0 < len(finished) < len(inputs)
         if moment == "mid-shard":

@@ -14,16 +14,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from curation.finalize import finalize
+from curation.journal import DatasetWriter, read_journal, recover
 from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from curation.shards import (
-    DatasetWriter,
-    ShardWriter,
-    finalize,
-    read_journal,
-    recover,
-    scene_sample,
-    video_result,
-)
+from curation.samples import scene_sample, video_result
+from curation.shard_writer import ShardWriter
 from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 
 
@@ -124,9 +119,9 @@ def test_writer_journal_and_finalize(tmp_path):
     w.close()
     journal = read_journal(out)
     assert journal.finished == {"vtest0000", "vtest0001", "vtest0002", "vbad0001"}
-    run = finalize(out, {"engine": "test"})
+    run = finalize(out, {"engine": "test", "config": {"shards": {"max_bytes": 60_000}}})
     index = json.loads((tmp_path / "index.json").read_text())["shards"]
-    assert [s["nsamples"] for s in index] == [4, 2]
+    assert [s["nsamples"] for s in index] == [4, 2]  # both at least half of max_bytes: not merged
     for s in index:
         data = (tmp_path / s["url"]).read_bytes()
         assert s["sha256"] == hashlib.sha256(data).hexdigest() and s["bytes"] == len(data)
@@ -193,3 +188,158 @@ def test_video_result_marks_scene_stage_rejects():
     assert not shot.kept and shot.reject_reason == "wrong-caption"
     assert [s["__key__"] for s in result.samples] == [scenes[1].scene.scene_id]
     assert result.video.n_scenes == 1 and result.video.status == "ok"
+
+
+def write_videos(out: str, prefix: str, ns: list[int], **writer_kw) -> None:
+    w = DatasetWriter(out, prefix, **{"max_bytes": 10**9, **writer_kw})
+    for n in ns:
+        w.add(result_of(n))
+    w.close()
+
+
+def shard_keys(out: Path) -> dict[str, list[str]]:
+    """Shard name -> sample keys in it, from the index; fails on a key in two shards."""
+    index = json.loads((out / "index.json").read_text())["shards"]
+    found: dict[str, list[str]] = {}
+    for s in index:
+        found[Path(s["url"]).name] = [x["__key__"] for x in wds.WebDataset(str(out / s["url"]), shardshuffle=False)]
+    keys = [k for ks in found.values() for k in ks]
+    assert len(keys) == len(set(keys)), "a sample is in two shards"
+    return found
+
+
+def test_finalize_merges_small_shards_of_many_writers(tmp_path, dataset_view):
+    """Eight writers (as eight Ray write tasks) with one small shard each: finalize rolls them into shards of
+    max_bytes, the manifests name the new shards, the journal keeps one compacted part; a second finalize
+    with nothing new rewrites nothing and appends to the run history."""
+    out = tmp_path / "out"
+    recover(str(out))
+    for task in range(8):
+        write_videos(str(out), f"scenes-run1-{task:05d}", [task])  # one video, ~41 kB per shard
+    info = {"engine": "test", "config": {"shards": {"max_bytes": 100_000, "prefix": "scenes"}}}
+    run = finalize(str(out), info)
+    keys = shard_keys(out)
+    assert len(keys) == 3 and sorted(len(k) for k in keys.values()) == [4, 6, 6]  # 3 videos (6 scenes) per shard
+    assert all(name.startswith("scenes-m000001-") for name in keys)
+    # members are copied as written: the same bytes as writing those samples afresh
+    expected = ShardWriter(str(tmp_path / "expected"), "scenes-m000001", 100_000)
+    for n in range(8):
+        for sample in result_of(n).samples:
+            expected.write(sample)
+            expected.roll_if_full()
+    expected.close()
+    index = json.loads((out / "index.json").read_text())["shards"]
+    assert [(s["url"], s["sha256"]) for s in index] == [(i.url, i.sha256) for i in expected.committed]
+    assert run["counts"]["samples"] == 16 and run["counts"]["shards"] == 3
+    parts = sorted(os.listdir(out / "manifests/parts"))
+    assert parts == [
+        f"compact-000001.{x}"
+        for x in ("captions.parquet", "json", "rejects.parquet", "scenes.parquet", "shots.parquet", "videos.parquet")
+    ]
+    view = dataset_view(out)  # scenes.shard agrees with the shards, nothing left over
+    assert len(view[1]) == 16 and len(view[0]["videos"]) == 8
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    run2 = finalize(str(out), {**info, "engine": "again"})
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == before
+    assert [h["engine"] for h in run2["history"]] == ["test", "again"] and run2["counts"] == run["counts"]
+    assert dataset_view(out) == view
+
+
+def test_a_video_journaled_again_replaces_its_rows_and_samples(tmp_path, dataset_view):
+    """Reprocessing: the later commit of a video wins, its old samples leave their (rewritten) shard."""
+    out = tmp_path / "out"
+    info = {"engine": "test", "config": {"shards": {"max_bytes": 60_000, "prefix": "scenes"}}}
+    write_videos(str(out), "scenes", [0, 1, 2], max_bytes=60_000)  # shards: videos 0+1, video 2
+    finalize(str(out), info)
+    unit, scenes = make_video(1)
+    for scene in scenes:
+        for c in scene.captions:
+            c.caption = "C1 runs"
+    redone = video_result(unit, scenes, [], rejected=False)
+    w = DatasetWriter(str(out), "scenes", 60_000)
+    w.add(redone)
+    w.close()
+    assert read_journal(str(out)).videos()["vtest0001"]["rejected"] is False
+    finalize(str(out), info)
+    m, samples = dataset_view(out)
+    assert sorted(samples) == sorted(f"vtest000{n}-c000{c}" for n in range(3) for c in range(2))
+    captions = {c["shot_id"]: c["caption"] for c in m["captions"]}
+    assert len(m["captions"]) == 12 and captions["vtest0001-s00000"] == "C1 runs"
+    assert captions["vtest0000-s00000"] == "C1 walks (0)"
+    sample = next(
+        s
+        for u in json.loads((out / "index.json").read_text())["shards"]
+        for s in wds.WebDataset(str(out / u["url"]), shardshuffle=False)
+        if s["__key__"] == "vtest0001-c0000"
+    )
+    assert json.loads(sample["json"])["shots"][0]["caption"] == "C1 runs"
+    assert sorted(v["video_id"] for v in m["videos"]) == ["vtest0000", "vtest0001", "vtest0002"]
+
+
+@pytest.mark.parametrize("crash", ["before-marker", "mid-cleanup", "before-publish"])
+def test_interrupted_finalize_recovers(crash, tmp_path, monkeypatch, dataset_view):
+    """A finalize that dies at any step leaves a journal that recover + finalize turn into the clean result."""
+    import curation.finalize as fin
+
+    info = {"engine": "test", "config": {"shards": {"max_bytes": 100_000, "prefix": "scenes"}}}
+    clean = tmp_path / "clean"
+    for task in range(4):
+        write_videos(str(clean), f"scenes-r-{task:05d}", [task])
+    finalize(str(clean), info)
+
+    out = tmp_path / "out"
+    for task in range(4):
+        write_videos(str(out), f"scenes-r-{task:05d}", [task])
+
+    class Killed(Exception):
+        pass
+
+    def die(*_a, **_k):
+        raise Killed
+
+    if crash == "before-marker":
+        monkeypatch.setattr(fin, "write_marker", die)
+    elif crash == "before-publish":
+        monkeypatch.setattr(fin, "_publish_table", die)
+    else:
+        real_remove, calls = os.remove, []
+
+        def remove(path):
+            calls.append(path)
+            if len(calls) == 3:  # one part's marker and a table gone, the rest not
+                raise Killed
+            real_remove(path)
+
+        monkeypatch.setattr(fin.os, "remove", remove)
+    with pytest.raises(Killed):
+        finalize(str(out), info)
+    monkeypatch.undo()
+    journal = recover(str(out))
+    assert journal.finished == {f"vtest000{n}" for n in range(4)}
+    finalize(str(out), info)
+    assert dataset_view(out)[1] == dataset_view(clean)[1]
+    assert dataset_view(out)[0] == dataset_view(clean)[0]
+
+
+def test_a_writer_reads_only_its_own_parts(tmp_path):
+    out = str(tmp_path)
+    write_videos(out, "scenes-run-00001", [0, 1], commit_videos=1)
+    write_videos(out, "scenes-run-00002", [2])
+    assert read_journal(out, "scenes-run-00001").finished == {"vtest0000", "vtest0001"}
+    assert read_journal(out, "scenes-run-00002").finished == {"vtest0002"}
+    assert read_journal(out).finished == {"vtest0000", "vtest0001", "vtest0002"}
+    # numbering continues after the writer's own files: a retried task never overwrites its earlier commits
+    w = DatasetWriter(out, "scenes-run-00001", 10**9)
+    w.add(result_of(3))
+    w.close()
+    assert w.parts == ["scenes-run-00001-000002"]
+
+
+def test_commits_every_n_videos(tmp_path):
+    out = str(tmp_path)
+    w = DatasetWriter(out, "scenes", 10**9, commit_videos=2)
+    for n in range(5):
+        w.add(result_of(n))
+        assert len(read_journal(out).finished) == (n + 1) // 2 * 2
+    w.close()
+    assert len(w.parts) == 3 and len(read_journal(out).finished) == 5
