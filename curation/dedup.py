@@ -151,13 +151,3 @@ def mark_duplicates(out_dir: str, manifests: dict[str, list[Any]], shards: list[
                 rec.duplicate_of, rec.duplicate_similarity = hit
         counts[name] = len(found)
     return counts
-
-
-def dedup_at_finalize(out_dir: str, manifests: dict[str, list[Any]], markers: list[dict], run_info: dict) -> dict:
-    """The finalize hook (both engines, after all videos): ``mark_duplicates`` with the run's ``dedup``
-    config (from ``run_info["config"]``); returns the counts for run.json (``{}`` when disabled)."""
-    config = DedupConfig.model_validate((run_info.get("config") or {}).get("dedup") or {})
-    if not config.enabled:
-        return {}
-    shards = sorted((m["shard"] for m in markers if m["shard"]), key=lambda s: s["url"])
-    return mark_duplicates(out_dir, manifests, shards, config)
