@@ -572,12 +572,12 @@ def finalize(out_dir: str, run_info: dict[str, Any] | None = None) -> dict[str, 
             provenance.setdefault(k, []).append(v)
     videos, shots, scenes, captions = (manifests[k] for k in ("videos", "shots", "scenes", "captions"))
     ok = [v for v in videos if v.status == "ok"]
-    duplicates = sum(v.status == "duplicate" for v in videos)
+    duplicate_videos = sum(v.status == "duplicate" for v in videos)  # same content; near-duplicates: dedup
     counts = {
         "videos": len(videos),
         "videos_ok": len(ok),
-        "videos_rejected": len(videos) - len(ok) - duplicates,
-        "videos_duplicate": duplicates,
+        "videos_rejected": len(videos) - len(ok) - duplicate_videos,
+        "videos_duplicate": duplicate_videos,
         "videos_partial": sum(v.partial for v in ok),
         "hours": round(sum(v.duration_s for v in ok) / 3600, 4),
         "shots": len(shots),
