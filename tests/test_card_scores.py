@@ -77,6 +77,9 @@ def test_score_run_card_says_verdicts_were_recorded_not_applied(scored_release):
     listed = ", ".join(f"{r} {n}" for r, n in verdicts.most_common())
     assert f"Verdicts recorded on shots: {listed}." in filters
     assert "Flagged shots were **kept**" in filters and "dropped by the shot filter" not in filters
+    stages = text.split("## Curation process")[1].split("### Filters")[0]
+    assert "`shot_filter`" in stages and "each shot's verdict is recorded in `verdict` and no shot is dropped" in stages
+    assert "Shots are dropped by the shot rules" not in stages
 
 
 def test_score_run_card_counts_near_duplicates_and_buckets(scored_release):

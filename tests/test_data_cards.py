@@ -218,6 +218,8 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True, scored=False, 
         "probe": StageStats(4, 2, rejects={"too-small": 1, "unreadable": 1}, seconds=0.5),
         "caption": StageStats(3, 3, seconds=2.0, counts=usage if captioned else {"scenes_skipped": 3}),
     }
+    if scored:
+        stats["shot_filter"] = StageStats(2, 2, seconds=0.1, counts={"shots_kept": 15, "shots_flagged": 6})
     writer.add_stats(stats, {"embedder": "open_clip ViT-B-32 laion2b_s34b_b79k", "shot_detector": "scenedetect"})
     writer.close()
     if config is None:
