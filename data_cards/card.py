@@ -12,7 +12,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
+from curation.buckets import duration_bucket, resolution_bucket
+from curation.config import BucketsConfig, DedupConfig
+
 from .dataset import MANIFEST_SCHEMAS, CuratedDataset
+from .scores import SHOT_SCORES, score_distributions
 from .stats import DatasetStats, released_scenes, size_category
 
 COLUMN_DOCS = {
@@ -55,10 +59,31 @@ COLUMN_DOCS = {
     "problems": "problems the verifier found",
     "model": "captioning model",
     "prompt_version": "version of the prompt used",
+    "flow": "mean optical-flow magnitude, frame diagonals per second",
+    "frozen": "fraction 0-1 of frame pairs (scores.flow_interval_s apart) that did not change",
+    "text_area": "fraction 0-1 of the keyframe covered by detected text (RapidOCR)",
+    "sharpness": "Laplacian variance / luma variance of the keyframe",
+    "aesthetic": "aesthetic head on the CLIP embedding; null without a head",
+    "duplicate_of": "the item of another video this one near-duplicates (embedding cosine similarity)",
+    "duplicate_similarity": "cosine similarity to duplicate_of",
+    "mean_flow": "mean flow of the scene's kept shots",
+    "max_frozen": "largest frozen score of the scene's kept shots",
+    "max_text_area": "largest text_area of the scene's kept shots",
+    "mean_sharpness": "mean sharpness of the scene's kept shots",
+    "mean_aesthetic": "mean aesthetic score of the scene's kept shots",
+    "resolution_bucket": "short-side bucket such as 720p (buckets.resolutions)",
+    "aspect_bucket": "nearest named aspect ratio (buckets.aspects)",
+    "duration_bucket": "scene duration bucket such as 2-5s (buckets.durations_s)",
     "item_id": "id of the rejected video, shot or scene (the uri for unreadable inputs)",
     "stage": "stage that rejected the item",
     "reason": "short reason slug",
     "detail": "human-readable detail",
+}
+
+# (manifest, column) -> meaning, where a column name means something else in that manifest
+MANIFEST_COLUMN_DOCS = {
+    ("shots", "verdict"): "the shot filter's reason at the run's thresholds; null when the shot passes",
+    ("scenes", "verdict"): "the scene filter's reason at the run's thresholds; null when the scene passes",
 }
 
 STAGE_DOCS = {
@@ -102,6 +127,19 @@ FILTER_RULES = {
     "static": ("static_motion", "mean frame difference below {v} (0-255)", "shots"),
     "too-few-shots": ("min_scene_shots", "fewer than {v} kept shots", "scenes"),
     "too-many-characters": ("max_characters", "more than {v} faces on one keyframe (MTCNN)", "scenes"),
+    "frozen": ("max_frozen", "frozen score at least {v} (fraction of frame pairs)", "shots"),
+    "low-motion": ("min_motion", "flow below {v} frame diagonals / s", "shots"),
+    "high-motion": ("max_motion", "flow above {v} frame diagonals / s", "shots"),
+    "text-overlay": ("max_text_area", "text covering more than {v} of the keyframe", "shots"),
+    "blurry": ("min_sharpness", "sharpness below {v} (Laplacian var / luma var)", "shots"),
+    "aesthetic": ("min_aesthetic", "aesthetic score below {v}", "shots"),
+}
+# filters.mode = score: the filter stages judged every item and recorded the verdict without dropping it
+SCORE_MODE_DOCS = {
+    "shot_filter": "Shots are judged by the shot rules of the filter table below (`filters.mode = score`): each "
+    "shot's verdict is recorded in `verdict` and no shot is dropped.",
+    "scene_filter": "Scenes are judged by the scene rules of the filter table below (`filters.mode = score`): "
+    "each scene's verdict is recorded in `verdict` and no scene is dropped.",
 }
 FILTER_STAGES = ("shot_filter", "scene_filter", "filters")
 
@@ -227,7 +265,9 @@ def stage_rows(stats: DatasetStats, config: dict[str, Any], skipped: dict[str, s
         rows.append(
             {
                 "name": name,
-                "doc": skipped.get(name) or STAGE_DOCS.get(name, ""),
+                "doc": skipped.get(name)
+                or (score_mode(config) and SCORE_MODE_DOCS.get(name))
+                or STAGE_DOCS.get(name, ""),
                 "settings": None if name in FILTER_STAGES or name in skipped else settings,
                 "items_in": _count(st.get("items_in", 0), unit_in),
                 "items_out": _count(st.get("items_out", 0), unit_out),
@@ -241,26 +281,121 @@ def stage_rows(stats: DatasetStats, config: dict[str, Any], skipped: dict[str, s
     return rows
 
 
-def filter_rows(stats: DatasetStats, config: dict[str, Any]) -> list[dict[str, Any]]:
+def score_mode(config: dict[str, Any]) -> bool:
+    """Whether the run only recorded the filters' verdicts (``filters.mode = score``)."""
+    return ((config.get("filters") or {}).get("mode")) == "score"
+
+
+def _verdicts(ds: CuratedDataset) -> dict[str, Counter]:
+    """Verdict reasons recorded on the shots and scenes of the manifests, by level."""
+    return {lv: Counter(r["verdict"] for r in ds.rows(lv) if r.get("verdict")) for lv in ("shots", "scenes")}
+
+
+def filter_rows(stats: DatasetStats, config: dict[str, Any], ds: CuratedDataset | None = None) -> list[dict[str, Any]]:
     """The filter rules of the run with their settings (units included) and how many items each dropped;
-    reject reasons of the filter stages that no known rule describes follow with their counts."""
+    reject reasons of the filter stages that no known rule describes follow with their counts. In score mode
+    (with ``ds``) each row also counts the items whose recorded verdict is its reason (``flagged``)."""
     filters = config.get("filters") if isinstance(config.get("filters"), dict) else {}
+    verdicts = _verdicts(ds) if ds is not None and score_mode(config) else None
     rows = []
     for reason, (key, rule, level) in FILTER_RULES.items():
         dropped = stats.rejects_where(level=level, reason=reason)
-        if key not in filters and not dropped:
+        flagged = verdicts[level][reason] if verdicts and level in verdicts else 0
+        if key not in filters and not dropped and not flagged:
             continue
         text = rule.format(v=filters[key]) if key in filters else "(setting not recorded)"
+        if key in filters and filters[key] is None:
+            text = f"off (filters.{key} = null)"
         if reason == "too-many-characters" and filters.get("faces") is False:
             text = "off (filters.faces = false)"
-        rows.append({"level": level, "reason": reason, "rule": text, "setting": key, "dropped": _count(dropped, level)})
+        row = {"level": level, "reason": reason, "rule": text, "setting": key, "dropped": _count(dropped, level)}
+        if verdicts is not None:
+            row["flagged"] = _count(flagged, level) if level in verdicts else "-"
+        rows.append(row)
     other: Counter = Counter()
     for (stage, level, reason), n in stats.reject_rows.items():
         if stage in FILTER_STAGES and reason not in FILTER_RULES:
             other[(level, reason)] += n
     for (level, reason), n in sorted(other.items()):
-        rows.append({"level": level, "reason": reason, "rule": "", "setting": "", "dropped": _count(n, level)})
+        row = {"level": level, "reason": reason, "rule": "", "setting": "", "dropped": _count(n, level)}
+        if verdicts is not None:
+            row["flagged"] = _count(verdicts[level][reason], level) if level in verdicts else "-"
+        rows.append(row)
     return rows
+
+
+def scores_section(ds: CuratedDataset, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-score distributions of every shot with the thresholds used (``data_cards.scores``), whether they
+    were applied (``filters.mode``) and the verdicts recorded per level; None when no shot has a score."""
+    filters = config.get("filters") if isinstance(config.get("filters"), dict) else {}
+    measured = [name for name in SHOT_SCORES if name not in ("brightness", "contrast")]
+    shots = ds.rows("shots")
+    if not any(r.get(name) is not None for r in shots for name in measured):
+        return None
+    verdicts = _verdicts(ds)
+    return {
+        "table": score_distributions(shots, filters),
+        "mode": filters.get("mode", "filter"),
+        "verdicts": {lv: dict(c.most_common()) for lv, c in verdicts.items() if c},
+        "scenes_kept": sum(1 for s in released_scenes(ds)),
+    }
+
+
+def dedup_section(ds: CuratedDataset, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Near-duplicates marked at finalize (``curation.dedup``): counts per level from the manifests with the
+    similarity thresholds; None when dedup did not run (disabled, skipped or an older run)."""
+    found = (ds.run.get("counts") or {}).get("duplicates")
+    dedup = config.get("dedup") if isinstance(config.get("dedup"), dict) else {}
+    if not isinstance(found, dict) or "skipped" in found or dedup.get("enabled") is False:
+        return None
+    rows = []
+    for level, threshold in (("shots", "shot_threshold"), ("scenes", "scene_threshold")):
+        items = ds.rows(level)
+        marked = [r for r in items if r.get("duplicate_of")]
+        sims = [r["duplicate_similarity"] for r in marked if r.get("duplicate_similarity") is not None]
+        rows.append(
+            {
+                "level": level,
+                "n_items": len(items),
+                "duplicates": len(marked),
+                "threshold": dedup.get(threshold, DedupConfig.model_fields[threshold].default),
+                "min_similarity": min(sims) if sims else None,
+            }
+        )
+    return {"rows": rows, "cluster_size": dedup.get("cluster_size", DedupConfig.model_fields["cluster_size"].default)}
+
+
+def _bucket_names(kind: str, buckets: dict[str, Any]) -> list[str]:
+    """Bucket names of one kind in the config's order (smallest first), from ``curation.buckets``."""
+    config = BucketsConfig.model_validate(buckets)
+    if kind == "resolution_bucket":
+        edges = sorted(config.resolutions)
+        return [resolution_bucket(e, e, edges) for e in [edges[0] - 1, *edges]]
+    if kind == "aspect_bucket":
+        return list(config.aspects)
+    edges = sorted(config.durations_s)
+    points = [edges[0] / 2] + [(lo + hi) / 2 for lo, hi in zip(edges, edges[1:])] + [edges[-1]]
+    return [duration_bucket(x, edges) for x in points]
+
+
+def bucket_tables(ds: CuratedDataset, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Released scenes per resolution, aspect-ratio and duration bucket (``scenes.parquet``), in the order of
+    the run's ``buckets`` config; kinds no released scene has are left out."""
+    buckets = config.get("buckets") if isinstance(config.get("buckets"), dict) else {}
+    scenes = released_scenes(ds)
+    tables = []
+    for kind, title in (
+        ("resolution_bucket", "Resolution (short side)"),
+        ("aspect_bucket", "Aspect ratio"),
+        ("duration_bucket", "Duration"),
+    ):
+        counts = Counter(s[kind] for s in scenes if s.get(kind))
+        if not counts:
+            continue
+        order = _bucket_names(kind, buckets)
+        names = [n for n in order if n in counts] + sorted(n for n in counts if n not in order)
+        tables.append({"column": kind, "title": title, "counts": [(n, counts[n]) for n in names]})
+    return tables
 
 
 def _model_text(value: Any) -> str:
@@ -306,7 +441,7 @@ def render_card(
 ) -> str:
     """The card's Markdown, YAML header included. ``plots`` maps plot stems to paths relative to the card;
     ``year`` (of the run) goes into the generated citation. Sections about stages that did not run (captioning,
-    verification, filters) are left out."""
+    verification, filters, scores, near-duplicates, buckets) are left out."""
     import jinja2
 
     from .loading import brace_pattern
@@ -326,7 +461,10 @@ def render_card(
     if caps is None or not caps["verdicts"]:
         skipped["verify"] = "Not run: " + ("no captions to verify." if caps is None else "no shot was verified.")
     manifests = {
-        name: [(f.name, str(f.type), COLUMN_DOCS.get(f.name, "")) for f in schema]
+        name: [
+            (f.name, str(f.type), MANIFEST_COLUMN_DOCS.get((name, f.name)) or COLUMN_DOCS.get(f.name, ""))
+            for f in schema
+        ]
         for name, schema in MANIFEST_SCHEMAS.items()
     }
     header = yaml.safe_dump(card_header(ds, stats, options), sort_keys=False, allow_unicode=True, width=1000)
@@ -336,7 +474,11 @@ def render_card(
         s=stats,
         c=stats.counts,
         stages=stage_rows(stats, config, skipped),
-        filters=filter_rows(stats, config),
+        filters=filter_rows(stats, config, ds),
+        score_mode=score_mode(config),
+        scores=scores_section(ds, config),
+        dedup=dedup_section(ds, config),
+        buckets=bucket_tables(ds, config),
         manifests=manifests,
         example=_example_sample(ds),
         plots=plots,

@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from curation.buckets import scene_buckets
+from curation.config import CurateConfig
+from curation.filters import ShotFilter, scene_verdict, summarise_scene
 from curation.finalize import finalize
 from curation.journal import DatasetWriter
 from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
@@ -46,6 +49,11 @@ CHARACTERS = [
         "distinguishing_features": "pipe",
     },
 ]
+SCORED = {  # a filters.mode=score run: every threshold recorded, nothing dropped by the filters
+    **CONFIG,
+    "filters": {"mode": "score", "min_shot_s": 1.0, "min_motion": 0.05, "max_frozen": 0.6, "max_text_area": 0.1},
+    "dedup": {"shot_threshold": 0.97, "scene_threshold": 0.96},
+}
 SETTING = {"place": "a harbour", "time_of_day": "dusk", "lighting": "warm low sun", "style": "live-action film"}
 
 
@@ -87,11 +95,24 @@ def _video(vid, uri, n_shots, shot_s, w, h, fps):
     return v, shots
 
 
-def build(out, clip, max_bytes=1, films="/films", captioned=True):
+def score(shot: ShotRecord, video: int) -> None:
+    """Scores of a shot of the ``scored`` build: flow grows with the index, the first shot of each video is
+    frozen, the fourth has burnt-in text."""
+    shot.flow = round(0.02 * (shot.index + 1) + 0.005 * video, 4)
+    shot.frozen = 0.9 if shot.index == 0 else 0.05 * video
+    shot.text_area = 0.3 if shot.index == 3 else 0.0
+    shot.sharpness = 0.4 + 0.1 * shot.index
+
+
+def build(out, clip, max_bytes=1, films="/films", captioned=True, scored=False, config=None):
     """Two good videos, one too small, one unreadable input, all in the folder ``films``; scenes kept,
     rejected, captioned and not (none with ``captioned=False``, as a run without a captioner).
-    ``max_bytes=1`` closes a shard after every video, so there are two shards."""
+    ``max_bytes=1`` closes a shard after every video, so there are two shards. ``scored``: a
+    ``filters.mode=score`` run of ``SCORED`` (shots scored, verdicts recorded by the real filters instead of
+    filter rejects, scene buckets) whose second video repeats the first's embeddings scene by scene (shots
+    and the one-shot scene are near-duplicates). ``config``: run.json's config (default ``CONFIG``)."""
     rng = np.random.default_rng(0)
+    curate = CurateConfig.model_validate(SCORED) if scored else None
     writer = DatasetWriter(str(out), max_bytes=max_bytes)
     plan = {  # video -> (scenes as lists of shot indices, shot rejects {i: (stage, reason)}, scene rejects)
         "va0000000000000000001": (
@@ -110,6 +131,12 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True):
         w, h, fps, shot_s = sizes[vid]
         video, shots = _video(vid, f"{films}/{vid}.mp4", sum(map(len, scene_shots)), shot_s, w, h, fps)
         vunit = VideoUnit(video, shots)
+        if scored:
+            shot_rej = {i: r for i, r in shot_rej.items() if r[0] != "filters"}  # verdicts only
+            for s in shots:
+                score(s, n)
+                verdict = ShotFilter(curate).verdict(s)
+                s.verdict = verdict[0] if verdict else None
         for i, (stage, reason) in shot_rej.items():
             vunit.rejects.append(Reject(shots[i].shot_id, video.uri, stage, reason))
         units, rejects = [], []
@@ -131,7 +158,14 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True):
                 max_faces=2,
             )
             vunit.scenes.append(scene)
-            if c in scene_rej:
+            if scored:
+                summarise_scene(scene, members)
+                scene.resolution_bucket, scene.aspect_bucket, scene.duration_bucket = scene_buckets(
+                    video, scene, curate.buckets
+                )
+                verdict = scene_verdict(curate.filters, [s for s in members if s.verdict is None])
+                scene.verdict = verdict[0] if verdict else None
+            if c in scene_rej and not (scored and scene_rej[c][0] == "filters"):
                 stage, reason = scene_rej[c]
                 scene.kept, scene.reject_reason = False, reason
                 rejects.append(Reject(sid, video.uri, stage, reason))
@@ -168,7 +202,9 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True):
                         Keyframe.encode(np.full((36, 64, 3), (40 * j + 30, 90, 200 - 30 * j), np.uint8), 90)
                         for j in range(len(kept))
                     ],
-                    embeddings=rng.standard_normal((len(kept), 8)).astype(np.float32),
+                    embeddings=(np.random.default_rng(100 + c) if scored else rng)
+                    .standard_normal((len(kept), 8))
+                    .astype(np.float32),
                     clips=[clip] * len(kept),
                     captions=caps,
                     annotation=ann,
@@ -184,10 +220,16 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True):
         "probe": StageStats(4, 2, rejects={"too-small": 1, "unreadable": 1}, seconds=0.5),
         "caption": StageStats(3, 3, seconds=2.0, counts=usage if captioned else {"scenes_skipped": 3}),
     }
+    if scored:
+        stats["shot_filter"] = StageStats(2, 2, seconds=0.1, counts={"shots_kept": 15, "shots_flagged": 6})
     writer.add_stats(stats, {"embedder": "open_clip ViT-B-32 laion2b_s34b_b79k", "shot_detector": "scenedetect"})
     writer.close()
-    config = CONFIG if captioned else {**CONFIG, "caption": {"backend": "none"}}
-    return finalize(str(out), {"config": {**config, "shards": {"max_bytes": max_bytes}}, "engine": "local"})
+    if config is None:
+        config = curate.model_dump(mode="json") if scored else CONFIG
+    if not captioned:
+        config = {**config, "caption": {"backend": "none"}}
+    config = {**config, "shards": {**config.get("shards", {}), "max_bytes": max_bytes}}
+    return finalize(str(out), {"config": config, "engine": "local"})
 
 
 @pytest.fixture(scope="module")
