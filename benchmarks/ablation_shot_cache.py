@@ -103,8 +103,28 @@ def scores(generated: list[np.ndarray], refs: list[np.ndarray]) -> dict[str, lis
     return {"cos": sims[own, own].tolist(), "top1": (sims.argmax(1) == own).astype(float).tolist(), "err": err}
 
 
-def held_out_loss(model_dir: str, latents: str, cfg: TrainConfig, samples: int) -> dict[str, np.ndarray]:
-    """Flow-matching loss per new-shot target of held-out scenes with S, without S and with a wrong S."""
+def clustered(diff: np.ndarray, clusters: np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired differences, its standard error clustered by scene, and the two-sided p-value.
+
+    Cluster-robust (CR1) variance of a mean: sum over clusters of the squared sums of residuals, times
+    G/(G-1) / n^2; p from Student's t with G-1 degrees of freedom (G clusters), as is usual with few clusters.
+    """
+    from scipy import stats
+
+    mean = float(diff.mean())
+    groups = np.unique(clusters)
+    g, n = len(groups), len(diff)
+    sums = np.array([(diff[clusters == c] - mean).sum() for c in groups])
+    se = float(np.sqrt(g / max(g - 1, 1) * (sums**2).sum()) / n)
+    p = float(2 * stats.t.sf(abs(mean) / se, df=max(g - 1, 1))) if se > 0 else float("nan")
+    return mean, se, p
+
+
+def held_out_loss(
+    model_dir: str, latents: str, cfg: TrainConfig, samples: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Flow-matching loss per new-shot target of held-out scenes with S, without S and with a wrong S,
+    and the scene index of each target (for standard errors clustered by scene)."""
     model = build_model(model_dir).eval()
     data = cfg.data.model_copy(update={"latents": latents, "negative_rate": 0.0, "text_dropout": 0.0})
     c = model.config
@@ -130,7 +150,7 @@ def held_out_loss(model_dir: str, latents: str, cfg: TrainConfig, samples: int) 
             }
             for name, b in variants.items():
                 losses[name].append(flow_matching_loss(model, b, torch.Generator().manual_seed(k)).item())
-    return {name: np.asarray(v) for name, v in losses.items()}
+    return {name: np.asarray(v) for name, v in losses.items()}, np.arange(samples) % n
 
 
 def main() -> None:
@@ -192,7 +212,7 @@ def main() -> None:
     first = np.mean([h["loss"] for h in history[: max(1, steps // 10)]])
     last = np.mean([h["loss"] for h in history[-max(1, steps // 10) :]])
     model_dir = os.path.join(cfg.out_dir, "model")
-    loss = held_out_loss(model_dir, os.path.join(root, "eval-latents"), cfg, samples=25 * n_eval)
+    loss, loss_scene = held_out_loss(model_dir, os.path.join(root, "eval-latents"), cfg, samples=25 * n_eval)
 
     embedder = FallbackEmbedder()
     base = SampleConfig(
@@ -234,24 +254,34 @@ def main() -> None:
         f"sampling {t_sample / chunks:.2f}s per chunk ({base.num_steps} steps, CFG) on CPU"
     )
     print(f"training scenes: {n_train}, held-out scenes: {n_eval}")
-    print("\nHeld-out loss of new-shot targets (lower is better):")
-    print("| setting | loss | vs with S | paired difference ± s.e. |")
-    print("|---|---:|---:|---:|")
+    print("\nHeld-out loss of new-shot targets (lower is better; s.e. clustered by scene):")
+    print("| setting | loss | vs with S | paired difference ± s.e. | p |")
+    print("|---|---:|---:|---:|---:|")
     for name, v in loss.items():
-        diff = v - loss["with S"]
-        print(
-            f"| {name} | {v.mean():.4f} | {v.mean() / loss['with S'].mean():.3f}x "
-            f"| {diff.mean():+.4f} ± {diff.std() / np.sqrt(len(diff)):.4f} |"
-        )
-    print(f"\nGeneration consistency in latent space (retrieval chance {1 / n_eval:.3f}):")
+        mean, se, p = clustered(v - loss["with S"], loss_scene)
+        cells = "| |" if name == "with S" else f"| {mean:+.4f} ± {se:.4f} | {p:.2g} |"
+        print(f"| {name} | {v.mean():.4f} | {v.mean() / loss['with S'].mean():.3f}x {cells}")
+    print(f"\nGeneration consistency in latent space (one shot per held-out scene; retrieval chance {1 / n_eval:.3f}):")
     print("| setting | consistency to own reference (centred cosine) | retrieval top-1 | latent colour error |")
     print("|---|---:|---:|---:|")
-    for name, g in generated.items():
-        r = scores(g, refs)
+    table = {name: scores(g, refs) for name, g in generated.items()}
+    for name, r in table.items():
+        se = {m: np.std(v, ddof=1) / np.sqrt(len(v)) for m, v in r.items()}
         print(
-            f"| {name} | {np.mean(r['cos']):.3f} ± {np.std(r['cos']):.3f} | {np.mean(r['top1']):.3f} "
-            f"| {np.mean(r['err']):.3f} |"
+            f"| {name} | {np.mean(r['cos']):.3f} ± {se['cos']:.3f} | {np.mean(r['top1']):.3f} ± {se['top1']:.3f} "
+            f"| {np.mean(r['err']):.3f} ± {se['err']:.3f} |"
         )
+    print("\nPaired differences with S minus w/o S (one pair per scene, so the s.e. is clustered by scene):")
+    print("| measure | better when | difference ± s.e. | p | significant at 5% |")
+    print("|---|---|---:|---:|---|")
+    scene = np.arange(n_eval)
+    for m, label, better in (
+        ("cos", "consistency", "higher"),
+        ("top1", "retrieval top-1", "higher"),
+        ("err", "colour error", "lower"),
+    ):
+        mean, se, p = clustered(np.asarray(table["with S"][m]) - np.asarray(table["w/o S"][m]), scene)
+        print(f"| {label} | {better} | {mean:+.3f} ± {se:.3f} | {p:.2g} | {'yes' if p < 0.05 else 'no'} |")
 
 
 if __name__ == "__main__":
