@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from curation.config import load_config
     from curation.errors import ConfigError
-    from inference.config import SampleConfig, load_script
+    from inference.config import SampleConfig, load_script, with_training_defaults
     from inference.sampler import CacheGuidedSampler
     from inference.story import StorySession
 
@@ -54,7 +54,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if script is None or not args.checkpoint:
             raise ConfigError("a new session needs --checkpoint and --script")
         overrides = [*args.overrides, f"checkpoint={args.checkpoint}"]
-        session = StorySession.create(args.out, load_config(args.config, overrides, cls=SampleConfig), script)
+        config = with_training_defaults(load_config(args.config, overrides, cls=SampleConfig))
+        session = StorySession.create(args.out, config, script)
     records = session.run(CacheGuidedSampler(session.config))
     for rec in records:
         modes = "/".join(rec["modes"])

@@ -151,3 +151,57 @@ def test_fsdp_without_gpus_is_refused_at_start(latents, tmp_path):
     with pytest.raises(ConfigError, match="FSDP is GPU-only"):
         run_training(cfg)
     assert not os.path.exists(tmp_path / "ray")  # refused before any Ray Train run started
+
+
+def test_default_config_runs_both_curriculum_stages():
+    cfg = TrainConfig()
+    modes = {mode_for(s, cfg.curriculum, np.random.default_rng(s)) for s in range(cfg.optim.max_steps)}
+    assert modes == {"none", "temporal", "shot", "both"}
+    with pytest.raises(ValueError, match="stage 2 .* would never run"):
+        TrainConfig(curriculum={"stage2_step": 500}, optim={"max_steps": 500})
+
+
+def test_mismatched_checkpoint_fails_with_a_clear_message(latents, tmp_path):
+    from curation.errors import ConfigError
+    from training.model import build_model
+
+    run_training(_config(tmp_path, latents, max_steps=3))
+    path = tmp_path / "checkpoints" / "step-00000003" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    state["model"]["extra.weight"] = state["model"].pop("transformer.proj_out.weight")
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"missing \(1\): transformer.proj_out.weight; unexpected \(1\): extra"):
+        run_training(_config(tmp_path, latents, max_steps=4))
+    # an exported model whose weights do not match its config.json
+    model = build_model("tiny", num_layers=1)
+    model.register_to_config(num_layers=2)
+    model.save_pretrained(str(tmp_path / "bad"))
+    with pytest.raises(ConfigError, match="does not match its config.json: missing keys"):
+        build_model(str(tmp_path / "bad"))
+
+
+def test_readme_sample_command_works_on_a_trained_tiny_model(latents, tmp_path, monkeypatch):
+    """`filmweaver sample --checkpoint runs/x/model --script story.yaml --out story1`, nothing else set."""
+    from pipelines.cli import main as cli_main
+
+    cfg = _config(tmp_path / "runs" / "x", latents, max_steps=3)
+    run_training(cfg)
+    (tmp_path / "story.yaml").write_text("shots:\n  - {prompt: a red man walks, chunks: 2}\n  - {prompt: a blue car}\n")
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "sample",
+        "--checkpoint",
+        "runs/x/model",
+        "--script",
+        "story.yaml",
+        "--out",
+        "story1",
+        "--set",
+        "num_steps=2",
+    ]
+    assert cli_main(args) == 0
+    config = json.loads((tmp_path / "story1" / "session.json").read_text())["config"]
+    assert config["encoders"] == os.path.join(os.path.dirname(latents), "ckpt")
+    assert (config["height"], config["width"], config["chunk_frames"], config["text_len"]) == (32, 32, 2, 16)
+    assert config["num_steps"] == 2  # explicit settings win over the trainer's record
+    assert (tmp_path / "story1" / "story.mp4").is_file()

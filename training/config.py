@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from curation.config import Section
 
 CACHE_MODES = ("none", "temporal", "shot", "both")
+
+# Written by the trainer beside the exported weights (``model/sampling.json``): the SampleConfig values that
+# match the training data (encoders, frame size and rate, chunk length, text length, shift, shot-cache size).
+SAMPLING_DEFAULTS_FILE = "sampling.json"
 
 
 class ModelConfig(Section):
@@ -40,7 +44,10 @@ class DataConfig(Section):
 
 class CurriculumConfig(Section):
     stage2_step: int = Field(
-        1000, description="Optimizer step at which stage 2 (all cache modes) replaces stage 1 (temporal only)."
+        200,
+        ge=0,
+        description="Optimizer step at which stage 2 (all cache modes) replaces stage 1 (temporal only); must be "
+        "below optim.max_steps so that both stages run (for temporal only, set stage2_mix to {temporal: 1}).",
     )
     stage2_mix: dict[str, float] = Field(
         default_factory=lambda: {"none": 0.1, "temporal": 0.3, "shot": 0.3, "both": 0.3},
@@ -90,6 +97,16 @@ class TrainConfig(Section):
     curriculum: CurriculumConfig = CurriculumConfig()
     optim: OptimConfig = OptimConfig()
     distributed: DistributedConfig = DistributedConfig()
+
+    @model_validator(mode="after")
+    def _both_stages_run(self) -> TrainConfig:
+        if self.curriculum.stage2_step >= self.optim.max_steps:
+            raise ValueError(
+                f"curriculum.stage2_step={self.curriculum.stage2_step} >= optim.max_steps={self.optim.max_steps}: "
+                "stage 2 (shot cache) would never run; lower curriculum.stage2_step (a temporal-only run sets "
+                "curriculum.stage2_mix={temporal: 1})"
+            )
+        return self
 
 
 class PrecomputeConfig(Section):

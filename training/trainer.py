@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from curation.errors import ConfigError
 
-from .config import TrainConfig
-from .data import LatentDataset, SampleStream, StreamState, TrainingSample
+from .config import SAMPLING_DEFAULTS_FILE, TrainConfig
+from .data import LATENT_INDEX, LatentDataset, SampleStream, StreamState, TrainingSample
 from .flow import add_noise, velocity_target
 from .model import CacheGuidedWan, build_model
 
@@ -115,6 +115,22 @@ def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g
     return F.mse_loss(pred.float(), velocity_target(x0, eps).float())
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip gradients to a global L2 norm of ``max_norm`` (0: no clipping); returns the norm before clipping.
+
+    Under FSDP (``FullyShardedDataParallel``, what Ray Train's ``prepare_model`` builds) each rank holds a
+    shard of every gradient, so the norm is FSDP's ``clip_grad_norm_``: the shards' squared norms all-reduced,
+    the same norm and scale on every rank. Under DDP (and one process) the gradients are full and already
+    averaged over ranks, so ``torch.nn.utils.clip_grad_norm_`` of the local gradients is the global norm.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    limit = max_norm if max_norm > 0 else float("inf")
+    if isinstance(model, FullyShardedDataParallel):
+        return float(model.clip_grad_norm_(limit))
+    return float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], limit))
+
+
 # ------------------------------------------------------------------------------------------------ state
 
 
@@ -189,19 +205,48 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cf
         dist.barrier()
 
 
+def check_weights(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ``ConfigError`` naming missing, unexpected and wrongly shaped weights of ``found`` (a state dict
+    read from ``source``) against ``expected`` (name -> shape of the model being loaded)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    common = sorted(set(found) & set(expected))
+    shapes = [
+        f"{k} {tuple(found[k].shape)} != {tuple(expected[k])}"
+        for k in common
+        if tuple(found[k].shape) != tuple(expected[k])
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if items
+        ]
+        raise ConfigError(
+            f"weights in {source} do not match the model being loaded: {'; '.join(parts)}. The run folder was "
+            "written for another model config: use a new out_dir, or resume=false to start over"
+        )
+
+
 def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: TrainConfig, rank, world_size) -> int:
-    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
+    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from.
+
+    Weights load strictly: a checkpoint of another model config raises ``ConfigError`` naming the mismatch."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=False)
     if state["world_size"] != world_size:
         raise ValueError(f"checkpoint {ckpt_dir} was written by {state['world_size']} workers, not {world_size}")
+    inner = _unwrap(model)
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in type(inner).from_config(inner.config).state_dict().items()}
+    check_weights(expected, state["model"], ckpt_dir)
     set_state_dict(
         model,
         optimizer,
         model_state_dict=state["model"],
         optim_state_dict=state["optimizer"],
-        options=StateDictOptions(full_state_dict=True, strict=False),  # unused params have no Adam state
+        options=StateDictOptions(full_state_dict=True, strict=True),
     )
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
@@ -295,7 +340,7 @@ def train_loop(
             (loss / o.grad_accum).backward()
             modes.append(sample.mode)
             losses.append(loss.item())
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip if o.grad_clip > 0 else float("inf"))
+        grad_norm = clip_gradients(model, o.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -304,7 +349,7 @@ def train_loop(
         step += 1
 
         record = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], "modes": modes}
-        record["grad_norm"] = float(grad_norm)
+        record["grad_norm"] = grad_norm
         if world_size > 1:
             reduced = torch.tensor([record["loss"]], device=device)
             dist.all_reduce(reduced)
@@ -331,7 +376,31 @@ def train_loop(
             save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
 
     export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank)
+    if rank == 0:
+        with open(os.path.join(cfg.out_dir, "model", SAMPLING_DEFAULTS_FILE), "w") as f:
+            json.dump(sampling_defaults(cfg), f, indent=2)
     return history
+
+
+def sampling_defaults(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``SampleConfig`` values that match a run's training data, read by ``filmweaver sample``: the VAE /
+    text encoder the latents were made with (``latents.json``), their frame size and rate, the chunk length,
+    text length, timestep shift and shot-cache size of ``cfg.data``."""
+    with open(os.path.join(cfg.data.latents, LATENT_INDEX)) as f:
+        pre = json.load(f)["config"]
+    encoders = pre["checkpoint"]
+    if os.path.exists(encoders):
+        encoders = os.path.abspath(encoders)
+    return {
+        "encoders": encoders,
+        "height": pre["height"],
+        "width": pre["width"],
+        "fps": int(round(pre["fps"])),
+        "chunk_frames": cfg.data.chunk_frames,
+        "text_len": cfg.data.text_len,
+        "shift": cfg.data.timestep_shift,
+        "shot_cache_size": cfg.data.shot_cache_size,
+    }
 
 
 def export_model(model, optimizer, ema, path: str, rank: int) -> None:
