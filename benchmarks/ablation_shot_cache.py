@@ -159,23 +159,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20000, help="training steps (ignored with --quick)")
     ap.add_argument("--train-scenes", type=int, default=64, help="training scenes (3 shots each)")
     ap.add_argument("--eval-scenes", type=int, default=16, help="held-out scenes")
-    ap.add_argument("--work", help="working folder (default: a temporary one)")
+    ap.add_argument("--work", help="working folder (default: a temporary one); a rerun reuses its encoded data")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores; 1 on a busy box)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     steps, n_train, n_eval = (40, 8, 4) if args.quick else (args.steps, args.train_scenes, args.eval_scenes)
     root = args.work or tempfile.mkdtemp(prefix="ablation-")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
 
     t0 = time.perf_counter()
     shards = {
         name: write_synthetic_scenes(os.path.join(root, name), n_scenes=n, shots=3, frames=13, size=SIZE, seed=seed)
         for name, n, seed in (("train", n_train, 0), ("eval", n_eval, 1))
     }
-    ckpt = save_tiny_checkpoint(os.path.join(root, "ckpt"))
-    calibrate_latents(ckpt, shards["train"])
-    pre = PrecomputeConfig(checkpoint=ckpt, height=SIZE, width=SIZE, max_frames=13, text_len=16)
-    for name in shards:
-        precompute([os.path.join(root, name)], os.path.join(root, f"{name}-latents"), pre, engine="local")
+    ckpt = os.path.join(root, "ckpt")
+    if not all(os.path.isfile(os.path.join(root, f"{name}-latents", "latents.json")) for name in shards):
+        save_tiny_checkpoint(ckpt)
+        calibrate_latents(ckpt, shards["train"])
+        pre = PrecomputeConfig(checkpoint=ckpt, height=SIZE, width=SIZE, max_frames=13, text_len=16)
+        pre.embed.backend = "fallback"
+        for name in shards:
+            precompute([os.path.join(root, name)], os.path.join(root, f"{name}-latents"), pre, engine="local")
     t_data = time.perf_counter() - t0
 
     cfg = TrainConfig.model_validate(

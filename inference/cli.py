@@ -33,7 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "YAML file with embed settings (the `embed` section of SampleConfig)",
         "embed.pretrained=/path/to/open_clip_pytorch_model.bin",
     )
-    p.add_argument("--min-scene-len", type=int, default=4, help="PySceneDetect minimum scene length (frames)")
+    p.add_argument(
+        "--min-scene-len",
+        type=int,
+        default=None,
+        help="SCuts: AdaptiveDetector's minimum scene length in frames (default: PySceneDetect's, as StreamingT2V; "
+        "the old value here was 4)",
+    )
     p.add_argument("--json", dest="json_out", help="also write the scores as JSON here")
     p.set_defaults(func=cmd_evaluate)
 

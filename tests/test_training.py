@@ -205,3 +205,23 @@ def test_readme_sample_command_works_on_a_trained_tiny_model(latents, tmp_path, 
     assert (config["height"], config["width"], config["chunk_frames"], config["text_len"]) == (32, 32, 2, 16)
     assert config["num_steps"] == 2  # explicit settings win over the trainer's record
     assert (tmp_path / "story1" / "story.mp4").is_file()
+
+
+def test_shot_cache_retrieval_by_caption_as_in_sampling(latents, monkeypatch):
+    """'text' ranks the other shots' keyframes by similarity to the target's caption, 'image' to its keyframe."""
+    image = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1]], np.float32)  # shot 1's keyframe is like shot 0's
+    text = np.array([[0, 0, 1], [1, 0, 0], [1, 0, 0]], np.float32)  # shot 0's caption describes shot 2's keyframe
+    real = LatentDataset.array
+
+    def array(self, i, ext):
+        return {"clip.npy": image, "clip_text.npy": text}.get(ext) if ext.startswith("clip") else real(self, i, ext)
+
+    monkeypatch.setattr(LatentDataset, "array", array)
+    for retrieval, expected in (("text", 2), ("image", 1)):
+        d = DataConfig(
+            latents=latents, chunk_frames=2, shot_cache_size=1, negative_rate=0.0, shot_cache_retrieval=retrieval
+        )
+        stream = SampleStream(LatentDataset(latents), d, CurriculumConfig(stage2_step=0), 7, (100, 400), (0, 100))
+        rng = np.random.default_rng(0)
+        sample = next(s for s in (stream.build(0, "shot", rng) for _ in range(50)) if s.shot == 0)
+        np.testing.assert_array_equal(sample.shot_cache[0], real(stream.ds, 0, f"{expected:03d}.keyframe.npy"))

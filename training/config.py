@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from curation.config import Section
+from curation.config import EmbedConfig, Section
 
 CACHE_MODES = ("none", "temporal", "shot", "both")
 
@@ -33,6 +33,13 @@ class DataConfig(Section):
         3,
         description="Keyframes K in the shot cache: the other shots of the scene most similar (CLIP) to the "
         "target shot's keyframe.",
+    )
+    shot_cache_retrieval: Literal["text", "image"] = Field(
+        "text",
+        description="How the shot cache's keyframes are picked among the scene's other shots: 'text' ranks "
+        "them by CLIP similarity of their keyframe to the target shot's caption, as the sampler does "
+        "(FilmWeaver); 'image' by similarity to the target shot's own keyframe. 'text' needs latents "
+        "precomputed with an embedder that has a text tower (clip_text.npy), else 'image' is used (warned once).",
     )
     negative_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Probability that a shot-cache entry is a keyframe of another scene."
@@ -123,4 +130,9 @@ class PrecomputeConfig(Section):
     text_len: int = Field(512, description="Tokenizer max length of captions.")
     device: str = Field("auto", description="Torch device of the encoders: 'auto', 'cpu' or 'cuda'.")
     num_actors: int = Field(1, description="Encoder actors (each loads the VAE and text encoder once).")
+    embed: EmbedConfig = Field(
+        default_factory=lambda: EmbedConfig(backend="auto"),
+        description="CLIP embedder of the shot keyframes (image) and captions (text) for shot-cache retrieval; "
+        "use the sampler's embed settings so training retrieves as sampling does.",
+    )
     max_shard_bytes: int = Field(1_000_000_000, description="A latent shard is closed at this many bytes.")

@@ -232,7 +232,11 @@ def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: Tra
     """Restore everything ``save_checkpoint`` wrote; returns the step to continue from.
 
     Weights load strictly: a checkpoint of another model config raises ``ConfigError`` naming the mismatch."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=False)
     if state["world_size"] != world_size:
@@ -241,12 +245,10 @@ def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: Tra
     with torch.device("meta"):
         expected = {k: v.shape for k, v in type(inner).from_config(inner.config).state_dict().items()}
     check_weights(expected, state["model"], ckpt_dir)
-    set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=state["model"],
-        optim_state_dict=state["optimizer"],
-        options=StateDictOptions(full_state_dict=True, strict=True),
+    set_model_state_dict(model, state["model"], options=StateDictOptions(full_state_dict=True, strict=True))
+    # parameters unused so far (cache levels not yet reached) have no Adam state: not an error
+    set_optimizer_state_dict(
+        model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False)
     )
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
