@@ -225,3 +225,43 @@ def test_shot_cache_retrieval_by_caption_as_in_sampling(latents, monkeypatch):
         rng = np.random.default_rng(0)
         sample = next(s for s in (stream.build(0, "shot", rng) for _ in range(50)) if s.shot == 0)
         np.testing.assert_array_equal(sample.shot_cache[0], real(stream.ds, 0, f"{expected:03d}.keyframe.npy"))
+
+
+def test_lr_warms_up_then_decays():
+    from training.config import OptimConfig
+    from training.trainer import lr_factor
+
+    o = OptimConfig(warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert [lr_factor(s, o) for s in (0, 9)] == [0.1, 1.0]
+    assert lr_factor(60, o) == pytest.approx(0.55) and lr_factor(110, o) == pytest.approx(0.1)
+    assert lr_factor(60, o.model_copy(update={"lr_schedule": "linear"})) == pytest.approx(0.55)
+    assert lr_factor(35, o.model_copy(update={"lr_schedule": "linear"})) == pytest.approx(0.1 + 0.9 * 0.75)
+    assert lr_factor(35, o) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi / 4)))
+
+
+def test_lora_fine_tuning_trains_adapters_and_exports_merged_weights(latents, tmp_path):
+    from training.config import ModelConfig
+    from training.trainer import add_lora, merge_lora
+
+    m = ModelConfig(lora_rank=4, lora_alpha=8)
+    torch.manual_seed(0)
+    model = add_lora(CacheGuidedWan.from_preset("tiny"), m)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("cache_patch_embeddings.") for n in trainable)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    merged = CacheGuidedWan.from_preset("tiny")
+    merged.load_state_dict(merge_lora(model.state_dict(), m))  # strict: a plain checkpoint
+    sample = _stream(latents, seed=1).next(step=5)
+    batch = sample_to_batch(sample, torch.device("cpu"))
+    a = flow_matching_loss(model.eval(), batch, torch.Generator().manual_seed(0))
+    b = flow_matching_loss(merged.eval(), batch, torch.Generator().manual_seed(0))
+    assert a.item() == pytest.approx(b.item(), rel=1e-4)
+
+    cfg = _config(tmp_path, latents, max_steps=3)
+    cfg.model = m
+    run_training(cfg)
+    CacheGuidedWan.from_pretrained(str(tmp_path / "model"))
+    run_training(_config(tmp_path, latents, max_steps=4).model_copy(update={"model": m}))  # resumes strictly

@@ -24,6 +24,18 @@ class ModelConfig(Section):
         "'Wan-AI/Wan2.1-T2V-1.3B-Diffusers').",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute block activations in backward.")
+    lora_rank: int = Field(
+        0,
+        ge=0,
+        description="0: full fine-tuning. >0: LoRA fine-tuning (peft) of rank r on the transformer's "
+        "lora_targets; only the adapters and the new temporal-cache embeddings train, and the exported model "
+        "has the adapters merged into the weights (a plain checkpoint).",
+    )
+    lora_alpha: float | None = Field(None, description="LoRA scale numerator (scale = alpha / rank); None: rank.")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+        description="Module-name suffixes of the Wan transformer's linear layers that get LoRA adapters.",
+    )
 
 
 class DataConfig(Section):
@@ -75,6 +87,10 @@ class OptimConfig(Section):
     weight_decay: float = Field(0.01, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_steps: int = Field(100, description="Linear learning-rate warmup from 0, in optimizer steps.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warmup, from lr to min_lr_ratio * lr at max_steps."
+    )
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of lr.")
     max_steps: int = Field(1000, description="Optimizer steps of the run.")
     grad_accum: int = Field(1, description="Micro-batches (one sample each) accumulated per optimizer step.")
     grad_clip: float = Field(1.0, description="Global gradient-norm clip; 0 disables.")

@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 
 from curation.errors import ConfigError
 
-from .config import SAMPLING_DEFAULTS_FILE, TrainConfig
+from .config import SAMPLING_DEFAULTS_FILE, ModelConfig, OptimConfig, TrainConfig
 from .data import LATENT_INDEX, LatentDataset, SampleStream, StreamState, TrainingSample
 from .flow import add_noise, velocity_target
 from .model import CacheGuidedWan, build_model
@@ -129,6 +130,50 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
     if isinstance(model, FullyShardedDataParallel):
         return float(model.clip_grad_norm_(limit))
     return float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], limit))
+
+
+def lr_factor(step: int, o: OptimConfig) -> float:
+    """Learning-rate multiplier at optimizer ``step``: linear warmup from 0 over ``warmup_steps``, then
+    ``lr_schedule`` decay (cosine or linear) to ``min_lr_ratio`` at ``max_steps``, or constant."""
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
+    decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if o.lr_schedule == "cosine" else 1.0 - progress
+    return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * decay
+
+
+def add_lora(model: CacheGuidedWan, m: ModelConfig) -> CacheGuidedWan:
+    """``model`` with LoRA adapters (peft) on ``m.lora_targets`` when ``m.lora_rank > 0``; then only the
+    adapters and the compressed-cache embeddings require gradients (full fine-tuning otherwise)."""
+    if m.lora_rank > 0:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=m.lora_rank, lora_alpha=m.lora_alpha or m.lora_rank, target_modules=m.lora_targets)
+        inject_adapter_in_model(lora, model.transformer)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name or name.startswith("cache_patch_embeddings."))
+    return model
+
+
+def merge_lora(state: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.Tensor]:
+    """A plain ``CacheGuidedWan`` state dict from one with peft LoRA layers: W = W0 + (alpha / r) B A."""
+    if m.lora_rank == 0:
+        return state
+    scale = (m.lora_alpha or m.lora_rank) / m.lora_rank
+    out = {}
+    for key, value in state.items():
+        if "lora_" in key:
+            continue
+        if ".base_layer." in key:
+            prefix, kind = key.split(".base_layer.")
+            if kind == "weight":
+                a, b = state[f"{prefix}.lora_A.default.weight"], state[f"{prefix}.lora_B.default.weight"]
+                value = value + scale * (b.float() @ a.float()).to(value.dtype)
+            key = f"{prefix}.{kind}"
+        out[key] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -243,7 +288,9 @@ def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: Tra
         raise ValueError(f"checkpoint {ckpt_dir} was written by {state['world_size']} workers, not {world_size}")
     inner = _unwrap(model)
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in type(inner).from_config(inner.config).state_dict().items()}
+        expected = {
+            k: v.shape for k, v in add_lora(type(inner).from_config(inner.config), cfg.model).state_dict().items()
+        }
     check_weights(expected, state["model"], ckpt_dir)
     set_model_state_dict(model, state["model"], options=StateDictOptions(full_state_dict=True, strict=True))
     # parameters unused so far (cache levels not yet reached) have no Adam state: not an error
@@ -284,7 +331,7 @@ def train_loop(
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
-    model = build_model(cfg.model.name).to(device)
+    model = add_lora(build_model(cfg.model.name), cfg.model).to(device)
     if cfg.model.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
@@ -295,7 +342,7 @@ def train_loop(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, o.warmup_steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o))
     ema = EMA(model, o.ema_decay) if o.ema_decay > 0 else None
     stream = SampleStream(
         LatentDataset(cfg.data.latents),
@@ -377,7 +424,7 @@ def train_loop(
             ckpt_dir = os.path.join(cfg.out_dir, "checkpoints", f"step-{step:08d}")
             save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
 
-    export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank)
+    export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank, cfg.model)
     if rank == 0:
         with open(os.path.join(cfg.out_dir, "model", SAMPLING_DEFAULTS_FILE), "w") as f:
             json.dump(sampling_defaults(cfg), f, indent=2)
@@ -405,14 +452,15 @@ def sampling_defaults(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def export_model(model, optimizer, ema, path: str, rank: int) -> None:
-    """Save the EMA (or raw) weights as a ``CacheGuidedWan`` checkpoint folder (rank 0 writes)."""
+def export_model(model, optimizer, ema, path: str, rank: int, m: ModelConfig | None = None) -> None:
+    """Save the EMA (or raw) weights as a ``CacheGuidedWan`` checkpoint folder (rank 0 writes); LoRA adapters
+    (``m.lora_rank > 0``) are merged into the weights."""
     with ema.applied(model) if ema is not None else contextlib.nullcontext():
         state, _ = _full_state(model, optimizer)
     if rank == 0:
         inner = _unwrap(model)
         export = CacheGuidedWan.from_config(inner.config)
-        export.load_state_dict(state)
+        export.load_state_dict(merge_lora(state, m or ModelConfig()))
         export.save_pretrained(path)
         log.info("saved %s weights to %s", "EMA" if ema is not None else "final", path)
 
