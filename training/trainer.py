@@ -359,6 +359,9 @@ def train_loop(
     ckpt = latest_checkpoint(cfg.out_dir) if cfg.resume else None
     if ckpt is not None:
         step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+        # the schedule follows this run's config (e.g. a longer max_steps), not the one the checkpoint was saved under
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * lr_factor(step, o)
 
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
