@@ -103,8 +103,28 @@ def scores(generated: list[np.ndarray], refs: list[np.ndarray]) -> dict[str, lis
     return {"cos": sims[own, own].tolist(), "top1": (sims.argmax(1) == own).astype(float).tolist(), "err": err}
 
 
-def held_out_loss(model_dir: str, latents: str, cfg: TrainConfig, samples: int) -> dict[str, np.ndarray]:
-    """Flow-matching loss per new-shot target of held-out scenes with S, without S and with a wrong S."""
+def clustered(diff: np.ndarray, clusters: np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired differences, its standard error clustered by scene, and the two-sided p-value.
+
+    Cluster-robust (CR1) variance of a mean: sum over clusters of the squared sums of residuals, times
+    G/(G-1) / n^2; p from Student's t with G-1 degrees of freedom (G clusters), as is usual with few clusters.
+    """
+    from scipy import stats
+
+    mean = float(diff.mean())
+    groups = np.unique(clusters)
+    g, n = len(groups), len(diff)
+    sums = np.array([(diff[clusters == c] - mean).sum() for c in groups])
+    se = float(np.sqrt(g / max(g - 1, 1) * (sums**2).sum()) / n)
+    p = float(2 * stats.t.sf(abs(mean) / se, df=max(g - 1, 1))) if se > 0 else float("nan")
+    return mean, se, p
+
+
+def held_out_loss(
+    model_dir: str, latents: str, cfg: TrainConfig, samples: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Flow-matching loss per new-shot target of held-out scenes with S, without S and with a wrong S,
+    and the scene index of each target (for standard errors clustered by scene)."""
     model = build_model(model_dir).eval()
     data = cfg.data.model_copy(update={"latents": latents, "negative_rate": 0.0, "text_dropout": 0.0})
     c = model.config
@@ -130,7 +150,7 @@ def held_out_loss(model_dir: str, latents: str, cfg: TrainConfig, samples: int) 
             }
             for name, b in variants.items():
                 losses[name].append(flow_matching_loss(model, b, torch.Generator().manual_seed(k)).item())
-    return {name: np.asarray(v) for name, v in losses.items()}
+    return {name: np.asarray(v) for name, v in losses.items()}, np.arange(samples) % n
 
 
 def main() -> None:
@@ -139,23 +159,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20000, help="training steps (ignored with --quick)")
     ap.add_argument("--train-scenes", type=int, default=64, help="training scenes (3 shots each)")
     ap.add_argument("--eval-scenes", type=int, default=16, help="held-out scenes")
-    ap.add_argument("--work", help="working folder (default: a temporary one)")
+    ap.add_argument("--work", help="working folder (default: a temporary one); a rerun reuses its encoded data")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores; 1 on a busy box)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     steps, n_train, n_eval = (40, 8, 4) if args.quick else (args.steps, args.train_scenes, args.eval_scenes)
     root = args.work or tempfile.mkdtemp(prefix="ablation-")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
 
     t0 = time.perf_counter()
     shards = {
         name: write_synthetic_scenes(os.path.join(root, name), n_scenes=n, shots=3, frames=13, size=SIZE, seed=seed)
         for name, n, seed in (("train", n_train, 0), ("eval", n_eval, 1))
     }
-    ckpt = save_tiny_checkpoint(os.path.join(root, "ckpt"))
-    calibrate_latents(ckpt, shards["train"])
-    pre = PrecomputeConfig(checkpoint=ckpt, height=SIZE, width=SIZE, max_frames=13, text_len=16)
-    for name in shards:
-        precompute([os.path.join(root, name)], os.path.join(root, f"{name}-latents"), pre, engine="local")
+    ckpt = os.path.join(root, "ckpt")
+    if not all(os.path.isfile(os.path.join(root, f"{name}-latents", "latents.json")) for name in shards):
+        save_tiny_checkpoint(ckpt)
+        calibrate_latents(ckpt, shards["train"])
+        pre = PrecomputeConfig(checkpoint=ckpt, height=SIZE, width=SIZE, max_frames=13, text_len=16)
+        pre.embed.backend = "fallback"
+        for name in shards:
+            precompute([os.path.join(root, name)], os.path.join(root, f"{name}-latents"), pre, engine="local")
     t_data = time.perf_counter() - t0
 
     cfg = TrainConfig.model_validate(
@@ -192,7 +216,7 @@ def main() -> None:
     first = np.mean([h["loss"] for h in history[: max(1, steps // 10)]])
     last = np.mean([h["loss"] for h in history[-max(1, steps // 10) :]])
     model_dir = os.path.join(cfg.out_dir, "model")
-    loss = held_out_loss(model_dir, os.path.join(root, "eval-latents"), cfg, samples=25 * n_eval)
+    loss, loss_scene = held_out_loss(model_dir, os.path.join(root, "eval-latents"), cfg, samples=25 * n_eval)
 
     embedder = FallbackEmbedder()
     base = SampleConfig(
@@ -234,24 +258,34 @@ def main() -> None:
         f"sampling {t_sample / chunks:.2f}s per chunk ({base.num_steps} steps, CFG) on CPU"
     )
     print(f"training scenes: {n_train}, held-out scenes: {n_eval}")
-    print("\nHeld-out loss of new-shot targets (lower is better):")
-    print("| setting | loss | vs with S | paired difference ± s.e. |")
-    print("|---|---:|---:|---:|")
+    print("\nHeld-out loss of new-shot targets (lower is better; s.e. clustered by scene):")
+    print("| setting | loss | vs with S | paired difference ± s.e. | p |")
+    print("|---|---:|---:|---:|---:|")
     for name, v in loss.items():
-        diff = v - loss["with S"]
-        print(
-            f"| {name} | {v.mean():.4f} | {v.mean() / loss['with S'].mean():.3f}x "
-            f"| {diff.mean():+.4f} ± {diff.std() / np.sqrt(len(diff)):.4f} |"
-        )
-    print(f"\nGeneration consistency in latent space (retrieval chance {1 / n_eval:.3f}):")
+        mean, se, p = clustered(v - loss["with S"], loss_scene)
+        cells = "| |" if name == "with S" else f"| {mean:+.4f} ± {se:.4f} | {p:.2g} |"
+        print(f"| {name} | {v.mean():.4f} | {v.mean() / loss['with S'].mean():.3f}x {cells}")
+    print(f"\nGeneration consistency in latent space (one shot per held-out scene; retrieval chance {1 / n_eval:.3f}):")
     print("| setting | consistency to own reference (centred cosine) | retrieval top-1 | latent colour error |")
     print("|---|---:|---:|---:|")
-    for name, g in generated.items():
-        r = scores(g, refs)
+    table = {name: scores(g, refs) for name, g in generated.items()}
+    for name, r in table.items():
+        se = {m: np.std(v, ddof=1) / np.sqrt(len(v)) for m, v in r.items()}
         print(
-            f"| {name} | {np.mean(r['cos']):.3f} ± {np.std(r['cos']):.3f} | {np.mean(r['top1']):.3f} "
-            f"| {np.mean(r['err']):.3f} |"
+            f"| {name} | {np.mean(r['cos']):.3f} ± {se['cos']:.3f} | {np.mean(r['top1']):.3f} ± {se['top1']:.3f} "
+            f"| {np.mean(r['err']):.3f} ± {se['err']:.3f} |"
         )
+    print("\nPaired differences with S minus w/o S (one pair per scene, so the s.e. is clustered by scene):")
+    print("| measure | better when | difference ± s.e. | p | significant at 5% |")
+    print("|---|---|---:|---:|---|")
+    scene = np.arange(n_eval)
+    for m, label, better in (
+        ("cos", "consistency", "higher"),
+        ("top1", "retrieval top-1", "higher"),
+        ("err", "colour error", "lower"),
+    ):
+        mean, se, p = clustered(np.asarray(table["with S"][m]) - np.asarray(table["w/o S"][m]), scene)
+        print(f"| {label} | {better} | {mean:+.3f} ± {se:.3f} | {p:.2g} | {'yes' if p < 0.05 else 'no'} |")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "YAML file with embed settings (the `embed` section of SampleConfig)",
         "embed.pretrained=/path/to/open_clip_pytorch_model.bin",
     )
-    p.add_argument("--min-scene-len", type=int, default=4, help="PySceneDetect minimum scene length (frames)")
+    p.add_argument(
+        "--min-scene-len",
+        type=int,
+        default=None,
+        help="SCuts: AdaptiveDetector's minimum scene length in frames (default: PySceneDetect's, as StreamingT2V; "
+        "the old value here was 4)",
+    )
     p.add_argument("--json", dest="json_out", help="also write the scores as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
@@ -57,7 +63,7 @@ def config_path(name: str | None) -> str | None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from curation.config import load_config
     from curation.errors import ConfigError
-    from inference.config import SampleConfig, load_script
+    from inference.config import SampleConfig, load_script, with_training_defaults
     from pipelines.errors import check_output_dir
 
     script = load_script(args.script, continuation=bool(args.resume)) if args.script else None
@@ -75,7 +81,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError("a new session needs --checkpoint and --script")
         check_output_dir(args.out)
         overrides = [*args.overrides, f"checkpoint={args.checkpoint}"]
-        config = load_config(config_path(args.config), overrides, cls=SampleConfig)
+        config = with_training_defaults(load_config(config_path(args.config), overrides, cls=SampleConfig))
         from inference.story import StorySession  # torch: after the settings are checked
 
         session = StorySession.new(args.out, config, script)

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from curation.config import EmbedConfig, Section, validation_problems
 from curation.errors import ConfigError
+from training.config import SAMPLING_DEFAULTS_FILE
 
 Unit = Annotated[float, Field(ge=0, le=1)]  # a coordinate relative to the frame
 
@@ -50,6 +51,24 @@ class SampleConfig(Section):
         default_factory=lambda: EmbedConfig(backend="auto"),
         description="CLIP embedder for shot-cache retrieval and evaluation (see curation/embed.py).",
     )
+
+
+def with_training_defaults(config: SampleConfig) -> SampleConfig:
+    """``config`` with the values the trainer recorded beside the checkpoint (``sampling.json``: encoders,
+    height, width, fps, chunk_frames, text_len, shift, shot_cache_size) for every field not set explicitly
+    (in the config file or by ``--set``); unchanged when the checkpoint has no such record."""
+    import json
+
+    path = os.path.join(config.checkpoint, SAMPLING_DEFAULTS_FILE)
+    if not os.path.isfile(path):
+        return config
+    with open(path) as f:
+        recorded = json.load(f)
+    unknown = set(recorded) - set(SampleConfig.model_fields)
+    if unknown:
+        raise ConfigError(f"{path} holds unknown sampling settings {sorted(unknown)}")
+    update = {k: v for k, v in recorded.items() if k not in config.model_fields_set}
+    return SampleConfig.model_validate({**config.model_dump(exclude_unset=True), **update})
 
 
 class Reference(Section):

@@ -191,9 +191,14 @@ class CacheGuidedSampler:
             x = self.scheduler.step(v, t, x).prev_sample
         return x[0].float().cpu().numpy(), cond.mode
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """uint8 frames (1 + r*(F-1), H, W, 3) of one chunk's latents (C, F, h, w)."""
-        return self.encoders.decode_latents(torch.from_numpy(latents)[None])[0].numpy()
+    def decode(self, latents: np.ndarray, skip_latents: int = 0) -> np.ndarray:
+        """uint8 frames of latents (C, L, h, w) decoded as one sequence: 1 + r*(L-1) frames (H, W, 3), r the VAE's
+        temporal ratio (Wan: 4). Wan's VAE is causal in time and decodes its first latent as a single image, so
+        a shot's chunks must be decoded together (chunk by chunk they lose r-1 frames and jump at each join).
+        ``skip_latents=k`` drops the frames of the first k latents (1 + r*(k-1)), keeping r per later latent."""
+        frames = self.encoders.decode_latents(torch.from_numpy(latents)[None])[0].numpy()
+        skip = 0 if skip_latents <= 0 else 1 + self.encoders.temporal_ratio * (skip_latents - 1)
+        return frames[skip:]
 
     # ------------------------------------------------------------------------------------------ shot cache
 

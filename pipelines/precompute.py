@@ -6,7 +6,12 @@ and encodes whole scenes; the driver writes latent shards (``curation.shard_writ
 ``latents.json``. The output layout is described in ``training/data.py``.
 
 Frames are resampled to ``fps``, cut to ``max_frames``, resized to cover ``height`` x ``width`` and
-centre-cropped; keyframes get the same geometry. A shot without a caption gets the empty caption.
+centre-cropped. A shot's shot-cache keyframe is the middle frame of those encoded frames, at the training
+resolution, as the sampler keeps the middle frame of each generated round (not the curation's smaller
+analysis JPEG, which would be upsampled). ``clip.npy`` holds the CLIP image embeddings of these keyframes and
+``clip_text.npy`` those of the captions (same embedder, ``embed``; only when it has a text tower), so training
+can retrieve shot-cache keyframes by text-image similarity as sampling does. A shot without a caption gets
+the empty caption.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curation.errors import ConfigError
+from curation.errors import ConfigError, ModelUnavailable
 from curation.shard_writer import ShardWriter
 from curation.video import iter_frames
 from training.config import PrecomputeConfig
@@ -46,7 +51,7 @@ def scene_shards(inputs: list[str]) -> list[str]:
 
 
 def read_scene_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows ``{key, json, mp4: [bytes], jpg: [bytes], clip: bytes}`` of the scene samples of one shard."""
+    """Rows ``{key, json, mp4: [bytes]}`` of the scene samples of one shard."""
     import webdataset as wds
 
     rows = []
@@ -57,8 +62,6 @@ def read_scene_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
                 "key": sample["__key__"],
                 "json": sample["json"],
                 "mp4": [sample[f"{i:03d}.mp4"] for i in range(n)],
-                "jpg": [sample[f"{i:03d}.jpg"] for i in range(n)],
-                "clip": sample["clip.npy"],
             }
         )
     return rows
@@ -105,27 +108,40 @@ class SceneEncoder:
         from training.encoders import WanEncoders
 
         self.cfg = PrecomputeConfig.model_validate(config)
+        from curation.embed import load_embedder
+
         self.enc = WanEncoders(self.cfg.checkpoint, self.cfg.device, self.cfg.text_len)
         self.empty_text = self.enc.encode_text([""])[0]
+        self.embedder = load_embedder(self.cfg.embed)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         record = json.loads(row["json"])
         captions = [s.get("caption") or "" for s in record["shots"]]
         texts = self.enc.encode_text(captions)
-        out: dict[str, Any] = {"key": row["key"], "empty_text": _npy(self.empty_text), "clip": row["clip"]}
-        latents, keyframes = [], []
+        out: dict[str, Any] = {"key": row["key"], "empty_text": _npy(self.empty_text)}
+        latents, keyframes, key_rgbs = [], [], []
+        ratio = self.enc.temporal_ratio
         for i, shot in enumerate(record["shots"]):
-            z = self.enc.encode_frames(clip_frames(row["mp4"][i], self.cfg))
-            key_rgb = np.asarray(Image.open(io.BytesIO(row["jpg"][i])).convert("RGB"))
-            k = self.enc.encode_frames(fit_frame(key_rgb, self.cfg.height, self.cfg.width)[None])
+            frames = clip_frames(row["mp4"][i], self.cfg)
+            z = self.enc.encode_frames(frames)
+            key_rgb = frames[(1 + (len(frames) - 1) // ratio * ratio) // 2]  # middle of the encoded frames
             shot["latent_frames"] = int(z.shape[1])
             latents.append(_npy(z))
-            keyframes.append(_npy(k))
+            keyframes.append(_npy(self.enc.encode_frames(key_rgb[None])))
+            key_rgbs.append(key_rgb)
+        out["clip"] = _npy(self.embedder.embed_images(key_rgbs).astype(np.float32))
+        out["clip_text"] = None
+        try:
+            out["clip_text"] = _npy(self.embedder.embed_texts(captions).astype(np.float32))
+        except ModelUnavailable as exc:
+            log.warning("no caption embeddings (training retrieves shot-cache keyframes by image): %s", exc)
         record["latent"] = {
             "checkpoint": self.cfg.checkpoint,
             "height": self.cfg.height,
             "width": self.cfg.width,
             "fps": self.cfg.fps,
+            "keyframe": "middle encoded frame",
+            "embedder": self.embedder.model_id,
         }
         out.update(
             json=json.dumps(record).encode(), latents=latents, keyframes=keyframes, texts=[_npy(t) for t in texts]
@@ -136,6 +152,8 @@ class SceneEncoder:
 def latent_sample(row: dict[str, Any]) -> dict[str, Any]:
     """The WebDataset sample of an encoded scene row."""
     sample: dict[str, Any] = {"__key__": row["key"], "json": row["json"], "clip.npy": row["clip"]}
+    if row.get("clip_text") is not None:
+        sample["clip_text.npy"] = row["clip_text"]
     for i, (z, k, t) in enumerate(zip(row["latents"], row["keyframes"], row["texts"])):
         sample[f"{i:03d}.latent.npy"] = z
         sample[f"{i:03d}.keyframe.npy"] = k

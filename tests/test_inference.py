@@ -182,12 +182,11 @@ def test_story_runs_and_resumes_identically(sampler, config, tmp_path):
     assert [r["modes"] for r in records] == [["none", "temporal"], ["temporal"], ["shot"], ["shot", "both"]]
     assert [r["shot"] for r in records] == [0, 0, 1, 2]
     assert all(e["shot"] != 2 for e in records[3]["shot_cache"]) and len(records[3]["shot_cache"]) == 2
-    per_chunk = 1 + 4 * (CHUNK - 1)
-    for r, chunks in enumerate([2, 1, 1, 2]):
-        video = _frames(str(full / "rounds" / f"{r:03d}" / "video.mp4"))
-        assert video.shape == (chunks * per_chunk, SIZE, SIZE, 3)
-    assert [len(_frames(str(full / "shots" / f"{s:03d}.mp4"))) for s in range(3)] == [15, 5, 10]
-    assert len(_frames(str(full / "story.mp4"))) == 30
+    # a shot of L latents has 1 + 4(L-1) frames (N chunks of F latents: 4NF-3); an extension round adds 4 per latent
+    for r, n in enumerate([4 * 2 * CHUNK - 3, 4 * CHUNK, 4 * CHUNK - 3, 4 * 2 * CHUNK - 3]):
+        assert _frames(str(full / "rounds" / f"{r:03d}" / "video.mp4")).shape == (n, SIZE, SIZE, 3)
+    assert [len(_frames(str(full / "shots" / f"{s:03d}.mp4"))) for s in range(3)] == [21, 5, 13]
+    assert len(_frames(str(full / "story.mp4"))) == 39
 
     # the same story, interrupted after two rounds, resumed by a new sampler, then extended with --continue
     script = StoryScript.model_validate({"shots": STORY["shots"][:3]})
@@ -210,6 +209,43 @@ def test_story_runs_and_resumes_identically(sampler, config, tmp_path):
     (story,) = json.loads(out.read_text())["stories"]
     assert story["shots"] == 3 and story["scuts"] >= 0
     assert all(-1.0 <= story[m] <= 1.0 for m in ("overall_consistency", "text_alignment", "character_consistency"))
+
+
+def _smooth_video(frames: int) -> np.ndarray:
+    """A colour gradient brightening and drifting by a few levels per frame (no cuts, no jumps)."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    return np.stack(
+        [
+            np.clip(np.stack([xx * 3 + 4 * t, yy * 3 + 4 * t, np.full_like(xx, 60 + 6 * t)], -1), 0, 255)
+            for t in range(frames)
+        ]
+    ).astype(np.uint8)
+
+
+def test_extended_shot_joins_chunks_without_lost_frames_or_jumps(sampler, config, tmp_path, monkeypatch):
+    """Chunks of an extended shot are decoded as one sequence: 4NF-3 frames, continuous at every join."""
+    latents = sampler.encoders.encode_frames(_smooth_video(1 + 4 * (3 * CHUNK - 1))).astype(np.float32)
+    chunks = iter(np.split(latents, 3, axis=1))  # 3 chunks of CHUNK latents, "generated" in order
+    monkeypatch.setattr(sampler, "generate_chunk", lambda prompt, temporal, shot, seed: (next(chunks), "none"))
+    script = {"shots": [{"prompt": "a man walks", "chunks": 2}, {"prompt": "a man walks", "extend": True}]}
+    session = StorySession.create(str(tmp_path / "s"), config, StoryScript.model_validate(script))
+    assert [rec["frames"] for rec in session.run(sampler)] == [4 * 2 * CHUNK - 3, 4 * CHUNK]
+    shot = _frames(str(tmp_path / "s" / "shots" / "000.mp4")).astype(np.float32)
+    assert len(shot) == 4 * 3 * CHUNK - 3 == 21
+
+    # the shot is the VAE's decode of all its latents at once; chunk by chunk, 3 frames would be lost at each join
+    whole = sampler.decode(latents)
+    assert len(np.concatenate([sampler.decode(z) for z in np.split(latents, 3, axis=1)])) == 15
+    # keyframes (lossless PNG) are the rounds' middle frames, taken from that one decode (round 1: frames 13..20)
+    for r, frame in ((0, 6), (1, 13 + 4)):
+        key = np.asarray(Image.open(tmp_path / "s" / "rounds" / f"{r:03d}" / "keyframe.png"))
+        np.testing.assert_array_equal(key, whole[frame])
+
+    # frames around each chunk join (latents 2|3 and 4|5 -> frames 4|5 and 12|13) differ no more than inside chunks
+    step = np.abs(np.diff(shot, axis=0)).mean((1, 2, 3))
+    joins = [4 * CHUNK - 4, 4 * 2 * CHUNK - 4]
+    inside = np.delete(step, joins)
+    assert step[joins].max() <= inside.max()
 
 
 def test_sample_cli_errors_are_clear(config, tmp_path, capsys):

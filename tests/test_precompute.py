@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 import ray
+import webdataset as wds
 
+from curation.embed import FallbackEmbedder
 from pipelines.cli import build_parser
-from pipelines.precompute import fit_frame, precompute
+from pipelines.precompute import clip_frames, fit_frame, precompute, scene_shards
 from training.config import PrecomputeConfig
 from training.data import LatentDataset
-from training.encoders import save_tiny_checkpoint
+from training.encoders import WanEncoders, save_tiny_checkpoint
 from training.synthetic import write_synthetic_scenes
 
 
@@ -40,10 +42,19 @@ def test_precompute_ray_job_writes_latent_shards(tmp_path, ray_session):
         assert [s["latent_frames"] for s in rec["shots"]] == [3, 3]  # 9 frames -> 1 + 8/4
         assert ds.array(i, "000.latent.npy").shape == (4, 3, 4, 6) and ds.array(i, "000.latent.npy").dtype == np.float16
         assert ds.array(i, "001.keyframe.npy").shape == (4, 1, 4, 6)
-        assert ds.array(i, "clip.npy").shape == (2, 8)
+        assert ds.array(i, "clip.npy").shape == (
+            2,
+            FallbackEmbedder().embed_images([np.zeros((8, 8, 3), np.uint8)]).shape[1],
+        )
         # the last synthetic shot has no caption: it is encoded as the empty caption
         np.testing.assert_array_equal(ds.array(i, "001.text.npy"), ds.empty_text)
         assert not np.array_equal(ds.array(i, "000.text.npy")[: len(ds.empty_text)], ds.empty_text)
+    # shot-cache keyframes are the middle encoded frame of the clip at the training resolution (as sampling)
+    (sample,) = list(wds.WebDataset(scene_shards([str(tmp_path / "scenes")])[0], shardshuffle=False).slice(1))
+    frames = clip_frames(sample["001.mp4"], cfg)
+    assert frames.shape == (9, 32, 48, 3)
+    expected = WanEncoders(cfg.checkpoint, "cpu", 8).encode_frames(frames[4:5])
+    np.testing.assert_array_equal(ds.array(0, "001.keyframe.npy"), expected)
 
 
 def test_cli_registers_train_and_precompute():

@@ -151,3 +151,117 @@ def test_fsdp_without_gpus_is_refused_at_start(latents, tmp_path):
     with pytest.raises(ConfigError, match="FSDP is GPU-only"):
         run_training(cfg)
     assert not os.path.exists(tmp_path / "ray")  # refused before any Ray Train run started
+
+
+def test_default_config_runs_both_curriculum_stages():
+    cfg = TrainConfig()
+    modes = {mode_for(s, cfg.curriculum, np.random.default_rng(s)) for s in range(cfg.optim.max_steps)}
+    assert modes == {"none", "temporal", "shot", "both"}
+    with pytest.raises(ValueError, match="stage 2 .* would never run"):
+        TrainConfig(curriculum={"stage2_step": 500}, optim={"max_steps": 500})
+
+
+def test_mismatched_checkpoint_fails_with_a_clear_message(latents, tmp_path):
+    from curation.errors import ConfigError
+    from training.model import build_model
+
+    run_training(_config(tmp_path, latents, max_steps=3))
+    path = tmp_path / "checkpoints" / "step-00000003" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    state["model"]["extra.weight"] = state["model"].pop("transformer.proj_out.weight")
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"missing \(1\): transformer.proj_out.weight; unexpected \(1\): extra"):
+        run_training(_config(tmp_path, latents, max_steps=4))
+    # an exported model whose weights do not match its config.json
+    model = build_model("tiny", num_layers=1)
+    model.register_to_config(num_layers=2)
+    model.save_pretrained(str(tmp_path / "bad"))
+    with pytest.raises(ConfigError, match="does not match its config.json: missing keys"):
+        build_model(str(tmp_path / "bad"))
+
+
+def test_readme_sample_command_works_on_a_trained_tiny_model(latents, tmp_path, monkeypatch):
+    """`filmweaver sample --checkpoint runs/x/model --script story.yaml --out story1`, nothing else set."""
+    from pipelines.cli import main as cli_main
+
+    cfg = _config(tmp_path / "runs" / "x", latents, max_steps=3)
+    run_training(cfg)
+    (tmp_path / "story.yaml").write_text("shots:\n  - {prompt: a red man walks, chunks: 2}\n  - {prompt: a blue car}\n")
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "sample",
+        "--checkpoint",
+        "runs/x/model",
+        "--script",
+        "story.yaml",
+        "--out",
+        "story1",
+        "--set",
+        "num_steps=2",
+    ]
+    assert cli_main(args) == 0
+    config = json.loads((tmp_path / "story1" / "session.json").read_text())["config"]
+    assert config["encoders"] == os.path.join(os.path.dirname(latents), "ckpt")
+    assert (config["height"], config["width"], config["chunk_frames"], config["text_len"]) == (32, 32, 2, 16)
+    assert config["num_steps"] == 2  # explicit settings win over the trainer's record
+    assert (tmp_path / "story1" / "story.mp4").is_file()
+
+
+def test_shot_cache_retrieval_by_caption_as_in_sampling(latents, monkeypatch):
+    """'text' ranks the other shots' keyframes by similarity to the target's caption, 'image' to its keyframe."""
+    image = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1]], np.float32)  # shot 1's keyframe is like shot 0's
+    text = np.array([[0, 0, 1], [1, 0, 0], [1, 0, 0]], np.float32)  # shot 0's caption describes shot 2's keyframe
+    real = LatentDataset.array
+
+    def array(self, i, ext):
+        return {"clip.npy": image, "clip_text.npy": text}.get(ext) if ext.startswith("clip") else real(self, i, ext)
+
+    monkeypatch.setattr(LatentDataset, "array", array)
+    for retrieval, expected in (("text", 2), ("image", 1)):
+        d = DataConfig(
+            latents=latents, chunk_frames=2, shot_cache_size=1, negative_rate=0.0, shot_cache_retrieval=retrieval
+        )
+        stream = SampleStream(LatentDataset(latents), d, CurriculumConfig(stage2_step=0), 7, (100, 400), (0, 100))
+        rng = np.random.default_rng(0)
+        sample = next(s for s in (stream.build(0, "shot", rng) for _ in range(50)) if s.shot == 0)
+        np.testing.assert_array_equal(sample.shot_cache[0], real(stream.ds, 0, f"{expected:03d}.keyframe.npy"))
+
+
+def test_lr_warms_up_then_decays():
+    from training.config import OptimConfig
+    from training.trainer import lr_factor
+
+    o = OptimConfig(warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert [lr_factor(s, o) for s in (0, 9)] == [0.1, 1.0]
+    assert lr_factor(60, o) == pytest.approx(0.55) and lr_factor(110, o) == pytest.approx(0.1)
+    assert lr_factor(60, o.model_copy(update={"lr_schedule": "linear"})) == pytest.approx(0.55)
+    assert lr_factor(35, o.model_copy(update={"lr_schedule": "linear"})) == pytest.approx(0.1 + 0.9 * 0.75)
+    assert lr_factor(35, o) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi / 4)))
+
+
+def test_lora_fine_tuning_trains_adapters_and_exports_merged_weights(latents, tmp_path):
+    from training.config import ModelConfig
+    from training.trainer import add_lora, merge_lora
+
+    m = ModelConfig(lora_rank=4, lora_alpha=8)
+    torch.manual_seed(0)
+    model = add_lora(CacheGuidedWan.from_preset("tiny"), m)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("cache_patch_embeddings.") for n in trainable)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    merged = CacheGuidedWan.from_preset("tiny")
+    merged.load_state_dict(merge_lora(model.state_dict(), m))  # strict: a plain checkpoint
+    sample = _stream(latents, seed=1).next(step=5)
+    batch = sample_to_batch(sample, torch.device("cpu"))
+    a = flow_matching_loss(model.eval(), batch, torch.Generator().manual_seed(0))
+    b = flow_matching_loss(merged.eval(), batch, torch.Generator().manual_seed(0))
+    assert a.item() == pytest.approx(b.item(), rel=1e-4)
+
+    cfg = _config(tmp_path, latents, max_steps=3)
+    cfg.model = m
+    run_training(cfg)
+    CacheGuidedWan.from_pretrained(str(tmp_path / "model"))
+    run_training(_config(tmp_path, latents, max_steps=4).model_copy(update={"model": m}))  # resumes strictly

@@ -151,3 +151,21 @@ def test_wan_1_3b_shape_trains_at_480p_on_the_meta_device():
     assert 16 * per_frame / packed.counts["temporal"] > 5  # the differential compression at work
     flow_matching_loss(model, batch, torch.Generator()).backward()
     assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def test_installed_diffusers_meets_the_model_floor():
+    """pyproject's floor is the model's MIN_DIFFUSERS, the installed diffusers meets it and has what it needs."""
+    import pathlib
+    import tomllib
+
+    import diffusers
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+    from packaging.version import Version
+
+    from training.model import MIN_DIFFUSERS
+
+    deps = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"diffusers>={MIN_DIFFUSERS}" in deps
+    assert Version(diffusers.__version__) >= Version(MIN_DIFFUSERS)
+    rope = WanRotaryPosEmbed(attention_head_dim=16, patch_size=(1, 2, 2), max_seq_len=32)
+    assert rope.t_dim + rope.h_dim + rope.w_dim == 16

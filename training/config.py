@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from curation.config import Section
+from curation.config import EmbedConfig, Section
 
 CACHE_MODES = ("none", "temporal", "shot", "both")
 Beta = Annotated[float, Field(ge=0, lt=1)]
 Weight = Annotated[float, Field(ge=0)]
+
+# Written by the trainer beside the exported weights (``model/sampling.json``): the SampleConfig values that
+# match the training data (encoders, frame size and rate, chunk length, text length, shift, shot-cache size).
+SAMPLING_DEFAULTS_FILE = "sampling.json"
 
 
 class ModelConfig(Section):
@@ -22,6 +26,18 @@ class ModelConfig(Section):
         "'Wan-AI/Wan2.1-T2V-1.3B-Diffusers').",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute block activations in backward.")
+    lora_rank: int = Field(
+        0,
+        ge=0,
+        description="0: full fine-tuning. >0: LoRA fine-tuning (peft) of rank r on the transformer's "
+        "lora_targets; only the adapters and the new temporal-cache embeddings train, and the exported model "
+        "has the adapters merged into the weights (a plain checkpoint).",
+    )
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scale numerator (scale = alpha / rank); None: rank.")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+        description="Module-name suffixes of the Wan transformer's linear layers that get LoRA adapters.",
+    )
 
 
 class DataConfig(Section):
@@ -32,6 +48,13 @@ class DataConfig(Section):
         ge=0,
         description="Keyframes K in the shot cache: the other shots of the scene most similar (CLIP) to the "
         "target shot's keyframe.",
+    )
+    shot_cache_retrieval: Literal["text", "image"] = Field(
+        "text",
+        description="How the shot cache's keyframes are picked among the scene's other shots: 'text' ranks "
+        "them by CLIP similarity of their keyframe to the target shot's caption, as the sampler does "
+        "(FilmWeaver); 'image' by similarity to the target shot's own keyframe. 'text' needs latents "
+        "precomputed with an embedder that has a text tower (clip_text.npy), else 'image' is used (warned once).",
     )
     negative_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Probability that a shot-cache entry is a keyframe of another scene."
@@ -47,7 +70,10 @@ class DataConfig(Section):
 
 class CurriculumConfig(Section):
     stage2_step: int = Field(
-        1000, ge=0, description="Optimizer step at which stage 2 (all cache modes) replaces stage 1 (temporal only)."
+        200,
+        ge=0,
+        description="Optimizer step at which stage 2 (all cache modes) replaces stage 1 (temporal only); must be "
+        "below optim.max_steps so that both stages run (for temporal only, set stage2_mix to {temporal: 1}).",
     )
     stage2_mix: dict[str, Weight] = Field(
         default_factory=lambda: {"none": 0.1, "temporal": 0.3, "shot": 0.3, "both": 0.3},
@@ -68,6 +94,10 @@ class OptimConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warmup from 0, in optimizer steps.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warmup, from lr to min_lr_ratio * lr at max_steps."
+    )
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of lr.")
     max_steps: int = Field(1000, ge=1, description="Optimizer steps of the run.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches (one sample each) accumulated per optimizer step.")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 disables.")
@@ -100,6 +130,16 @@ class TrainConfig(Section):
     optim: OptimConfig = OptimConfig()
     distributed: DistributedConfig = DistributedConfig()
 
+    @model_validator(mode="after")
+    def _both_stages_run(self) -> TrainConfig:
+        if self.curriculum.stage2_step >= self.optim.max_steps:
+            raise ValueError(
+                f"curriculum.stage2_step={self.curriculum.stage2_step} >= optim.max_steps={self.optim.max_steps}: "
+                "stage 2 (shot cache) would never run; lower curriculum.stage2_step (a temporal-only run sets "
+                "curriculum.stage2_mix={temporal: 1})"
+            )
+        return self
+
 
 class PrecomputeConfig(Section):
     """Encoding of scene shards into latent shards (``pipelines/precompute.py``)."""
@@ -115,4 +155,9 @@ class PrecomputeConfig(Section):
     text_len: int = Field(512, ge=1, description="Tokenizer max length of captions.")
     device: str = Field("auto", description="Torch device of the encoders: 'auto', 'cpu' or 'cuda'.")
     num_actors: int = Field(1, ge=1, description="Encoder actors (each loads the VAE and text encoder once).")
+    embed: EmbedConfig = Field(
+        default_factory=lambda: EmbedConfig(backend="auto"),
+        description="CLIP embedder of the shot keyframes (image) and captions (text) for shot-cache retrieval; "
+        "use the sampler's embed settings so training retrieves as sampling does.",
+    )
     max_shard_bytes: int = Field(1_000_000_000, ge=1, description="A latent shard is closed at this many bytes.")

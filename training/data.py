@@ -4,7 +4,8 @@ A latent dataset (written by ``pipelines/precompute.py``) is a folder with ``lat
 with the scene keys of each shard), ``empty_text.npy`` and ``shards/latents-NNNNNN.tar``. Each scene sample
 holds ``json`` (the scene record; each shot has ``latent_frames``), ``NNN.latent.npy`` (shot latents,
 float16 (C, F, H, W), normalised), ``NNN.keyframe.npy`` ((C, 1, H, W)), ``NNN.text.npy`` ((tokens, D)) and
-``clip.npy`` (keyframe CLIP embeddings). Members are read by tar offset, so scenes are random access.
+``clip.npy`` (keyframe CLIP image embeddings) and, when the embedder has a text tower, ``clip_text.npy``
+(caption CLIP text embeddings, one row per shot). Members are read by tar offset, so scenes are random access.
 
 Sampling is a pure function of ``(seed, rank, sample index)`` plus the stream position, which makes resume
 exact: each rank walks its share of a seeded per-epoch permutation of scenes; a scene that cannot make the
@@ -145,6 +146,7 @@ class SampleStream:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.state = StreamState()
         self._order: tuple[int, list[int]] | None = None
+        self._warned_text = False
 
     def _epoch_order(self) -> list[int]:
         epoch = self.state.epoch
@@ -179,6 +181,22 @@ class SampleStream:
             "(shots too short or scenes with a single shot); lower data.chunk_frames or change the mix"
         )
 
+    def _query(self, i: int, k: int, clip: np.ndarray) -> np.ndarray:
+        """CLIP query of shot ``k`` of scene ``i`` for shot-cache retrieval: its caption's text embedding
+        (``shot_cache_retrieval='text'``, as the sampler) or its keyframe's image embedding."""
+        if self.data.shot_cache_retrieval == "text":
+            try:
+                return self.ds.array(i, "clip_text.npy")[k].astype(np.float32)
+            except KeyError:
+                if not self._warned_text:
+                    log.warning(
+                        "latents in %s have no caption embeddings (clip_text.npy; precompute with an embedder "
+                        "that has a text tower): shot-cache keyframes are retrieved by image similarity",
+                        self.ds.root,
+                    )
+                    self._warned_text = True
+        return clip[k]
+
     def build(self, i: int, mode: str, rng: np.random.Generator) -> TrainingSample | None:
         """A sample of ``mode`` from scene ``i``, or None when the scene cannot make one."""
         d = self.data
@@ -201,7 +219,7 @@ class SampleStream:
         if need_shot:
             clip = self.ds.array(i, "clip.npy").astype(np.float32)
             others = [j for j in range(len(shots)) if j != k]
-            sims = clip[others] @ clip[k]
+            sims = clip[others] @ self._query(i, k, clip)
             for j in [others[o] for o in np.argsort(-sims, kind="stable")[: d.shot_cache_size]]:
                 if len(self.ds) > 1 and rng.random() < d.negative_rate:
                     other = int(rng.integers(len(self.ds) - 1))

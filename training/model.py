@@ -30,6 +30,9 @@ from torch import nn
 
 SEGMENTS = ("shot", "temporal", "target")
 
+# Oldest diffusers whose WanRotaryPosEmbed has t_dim/h_dim/w_dim (0.34 lacks them); pyproject.toml's floor.
+MIN_DIFFUSERS = "0.35"
+
 # Constructor arguments of the two named configs; `tiny` runs on a CPU in seconds.
 MODEL_PRESETS: dict[str, dict] = {
     "tiny": dict(
@@ -136,6 +139,13 @@ class CacheGuidedWan(ModelMixin, ConfigMixin):
         super().__init__()
         local = locals()
         self.transformer = WanTransformer3DModel(**{k: local[k] for k in _WAN_ARGS})
+        if not hasattr(self.transformer.rope, "t_dim"):
+            import diffusers
+
+            raise ImportError(
+                f"diffusers {diffusers.__version__} is too old for FilmWeaver's model (WanRotaryPosEmbed has no "
+                f"t_dim): pip install 'diffusers>={MIN_DIFFUSERS}'"
+            )
         base = tuple(patch_size)
         self.cache_patch_embeddings = nn.ModuleDict()
         for frames, *kernel in temporal_schedule:
@@ -365,6 +375,22 @@ def build_model(spec: str, **overrides) -> CacheGuidedWan:
     if os.path.isfile(os.path.join(spec, "config.json")):
         with open(os.path.join(spec, "config.json")) as f:
             if json.load(f).get("_class_name") == CacheGuidedWan.__name__:
-                return CacheGuidedWan.from_pretrained(spec)
+                return load_checkpoint_strict(spec)
         return CacheGuidedWan.from_wan(spec, subfolder=None, **overrides)
     return CacheGuidedWan.from_wan(spec, **overrides)
+
+
+def load_checkpoint_strict(path: str) -> CacheGuidedWan:
+    """A FilmWeaver checkpoint folder loaded with every weight present and of the config's shape; raises
+    ``ConfigError`` naming the mismatched weights otherwise (diffusers would warn and keep random weights)."""
+    from curation.errors import ConfigError
+
+    model, info = CacheGuidedWan.from_pretrained(path, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems or info.get("error_msgs"):
+        detail = "; ".join(f"{k.replace('_', ' ')}: {list(v)[:5]}" for k, v in problems.items())
+        raise ConfigError(
+            f"checkpoint {path} does not match its config.json: {detail or info['error_msgs']}; it was written "
+            "for another model config or is damaged"
+        )
+    return model

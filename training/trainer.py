@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -32,8 +33,8 @@ import torch.nn.functional as F
 
 from curation.errors import ConfigError
 
-from .config import TrainConfig
-from .data import LatentDataset, SampleStream, StreamState, TrainingSample
+from .config import SAMPLING_DEFAULTS_FILE, ModelConfig, OptimConfig, TrainConfig
+from .data import LATENT_INDEX, LatentDataset, SampleStream, StreamState, TrainingSample
 from .flow import add_noise, velocity_target
 from .model import CacheGuidedWan, build_model
 
@@ -115,6 +116,66 @@ def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g
     return F.mse_loss(pred.float(), velocity_target(x0, eps).float())
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip gradients to a global L2 norm of ``max_norm`` (0: no clipping); returns the norm before clipping.
+
+    Under FSDP (``FullyShardedDataParallel``, what Ray Train's ``prepare_model`` builds) each rank holds a
+    shard of every gradient, so the norm is FSDP's ``clip_grad_norm_``: the shards' squared norms all-reduced,
+    the same norm and scale on every rank. Under DDP (and one process) the gradients are full and already
+    averaged over ranks, so ``torch.nn.utils.clip_grad_norm_`` of the local gradients is the global norm.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    limit = max_norm if max_norm > 0 else float("inf")
+    if isinstance(model, FullyShardedDataParallel):
+        return float(model.clip_grad_norm_(limit))
+    return float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], limit))
+
+
+def lr_factor(step: int, o: OptimConfig) -> float:
+    """Learning-rate multiplier at optimizer ``step``: linear warmup from 0 over ``warmup_steps``, then
+    ``lr_schedule`` decay (cosine or linear) to ``min_lr_ratio`` at ``max_steps``, or constant."""
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
+    decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if o.lr_schedule == "cosine" else 1.0 - progress
+    return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * decay
+
+
+def add_lora(model: CacheGuidedWan, m: ModelConfig) -> CacheGuidedWan:
+    """``model`` with LoRA adapters (peft) on ``m.lora_targets`` when ``m.lora_rank > 0``; then only the
+    adapters and the compressed-cache embeddings require gradients (full fine-tuning otherwise)."""
+    if m.lora_rank > 0:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=m.lora_rank, lora_alpha=m.lora_alpha or m.lora_rank, target_modules=m.lora_targets)
+        inject_adapter_in_model(lora, model.transformer)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name or name.startswith("cache_patch_embeddings."))
+    return model
+
+
+def merge_lora(state: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.Tensor]:
+    """A plain ``CacheGuidedWan`` state dict from one with peft LoRA layers: W = W0 + (alpha / r) B A."""
+    if m.lora_rank == 0:
+        return state
+    scale = (m.lora_alpha or m.lora_rank) / m.lora_rank
+    out = {}
+    for key, value in state.items():
+        if "lora_" in key:
+            continue
+        if ".base_layer." in key:
+            prefix, kind = key.split(".base_layer.")
+            if kind == "weight":
+                a, b = state[f"{prefix}.lora_A.default.weight"], state[f"{prefix}.lora_B.default.weight"]
+                value = value + scale * (b.float() @ a.float()).to(value.dtype)
+            key = f"{prefix}.{kind}"
+        out[key] = value
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ state
 
 
@@ -189,19 +250,52 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cf
         dist.barrier()
 
 
+def check_weights(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ``ConfigError`` naming missing, unexpected and wrongly shaped weights of ``found`` (a state dict
+    read from ``source``) against ``expected`` (name -> shape of the model being loaded)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    common = sorted(set(found) & set(expected))
+    shapes = [
+        f"{k} {tuple(found[k].shape)} != {tuple(expected[k])}"
+        for k in common
+        if tuple(found[k].shape) != tuple(expected[k])
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if items
+        ]
+        raise ConfigError(
+            f"weights in {source} do not match the model being loaded: {'; '.join(parts)}. The run folder was "
+            "written for another model config: use a new out_dir, or resume=false to start over"
+        )
+
+
 def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: TrainConfig, rank, world_size) -> int:
-    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    """Restore everything ``save_checkpoint`` wrote; returns the step to continue from.
+
+    Weights load strictly: a checkpoint of another model config raises ``ConfigError`` naming the mismatch."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=False)
     if state["world_size"] != world_size:
         raise ValueError(f"checkpoint {ckpt_dir} was written by {state['world_size']} workers, not {world_size}")
-    set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=state["model"],
-        optim_state_dict=state["optimizer"],
-        options=StateDictOptions(full_state_dict=True, strict=False),  # unused params have no Adam state
+    inner = _unwrap(model)
+    with torch.device("meta"):
+        expected = {
+            k: v.shape for k, v in add_lora(type(inner).from_config(inner.config), cfg.model).state_dict().items()
+        }
+    check_weights(expected, state["model"], ckpt_dir)
+    set_model_state_dict(model, state["model"], options=StateDictOptions(full_state_dict=True, strict=True))
+    # parameters unused so far (cache levels not yet reached) have no Adam state: not an error
+    set_optimizer_state_dict(
+        model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False)
     )
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
@@ -237,7 +331,7 @@ def train_loop(
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
-    model = build_model(cfg.model.name).to(device)
+    model = add_lora(build_model(cfg.model.name), cfg.model).to(device)
     if cfg.model.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
@@ -248,7 +342,7 @@ def train_loop(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, o.warmup_steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o))
     ema = EMA(model, o.ema_decay) if o.ema_decay > 0 else None
     stream = SampleStream(
         LatentDataset(cfg.data.latents),
@@ -265,6 +359,9 @@ def train_loop(
     ckpt = latest_checkpoint(cfg.out_dir) if cfg.resume else None
     if ckpt is not None:
         step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+        # the schedule follows this run's config (e.g. a longer max_steps), not the one the checkpoint was saved under
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * lr_factor(step, o)
 
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -295,7 +392,7 @@ def train_loop(
             (loss / o.grad_accum).backward()
             modes.append(sample.mode)
             losses.append(loss.item())
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip if o.grad_clip > 0 else float("inf"))
+        grad_norm = clip_gradients(model, o.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -304,7 +401,7 @@ def train_loop(
         step += 1
 
         record = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], "modes": modes}
-        record["grad_norm"] = float(grad_norm)
+        record["grad_norm"] = grad_norm
         if world_size > 1:
             reduced = torch.tensor([record["loss"]], device=device)
             dist.all_reduce(reduced)
@@ -330,18 +427,43 @@ def train_loop(
             ckpt_dir = os.path.join(cfg.out_dir, "checkpoints", f"step-{step:08d}")
             save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
 
-    export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank)
+    export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank, cfg.model)
+    if rank == 0:
+        with open(os.path.join(cfg.out_dir, "model", SAMPLING_DEFAULTS_FILE), "w") as f:
+            json.dump(sampling_defaults(cfg), f, indent=2)
     return history
 
 
-def export_model(model, optimizer, ema, path: str, rank: int) -> None:
-    """Save the EMA (or raw) weights as a ``CacheGuidedWan`` checkpoint folder (rank 0 writes)."""
+def sampling_defaults(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``SampleConfig`` values that match a run's training data, read by ``filmweaver sample``: the VAE /
+    text encoder the latents were made with (``latents.json``), their frame size and rate, the chunk length,
+    text length, timestep shift and shot-cache size of ``cfg.data``."""
+    with open(os.path.join(cfg.data.latents, LATENT_INDEX)) as f:
+        pre = json.load(f)["config"]
+    encoders = pre["checkpoint"]
+    if os.path.exists(encoders):
+        encoders = os.path.abspath(encoders)
+    return {
+        "encoders": encoders,
+        "height": pre["height"],
+        "width": pre["width"],
+        "fps": int(round(pre["fps"])),
+        "chunk_frames": cfg.data.chunk_frames,
+        "text_len": cfg.data.text_len,
+        "shift": cfg.data.timestep_shift,
+        "shot_cache_size": cfg.data.shot_cache_size,
+    }
+
+
+def export_model(model, optimizer, ema, path: str, rank: int, m: ModelConfig | None = None) -> None:
+    """Save the EMA (or raw) weights as a ``CacheGuidedWan`` checkpoint folder (rank 0 writes); LoRA adapters
+    (``m.lora_rank > 0``) are merged into the weights."""
     with ema.applied(model) if ema is not None else contextlib.nullcontext():
         state, _ = _full_state(model, optimizer)
     if rank == 0:
         inner = _unwrap(model)
         export = CacheGuidedWan.from_config(inner.config)
-        export.load_state_dict(state)
+        export.load_state_dict(merge_lora(state, m or ModelConfig()))
         export.save_pretrained(path)
         log.info("saved %s weights to %s", "EMA" if ema is not None else "final", path)
 
