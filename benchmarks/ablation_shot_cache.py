@@ -1,8 +1,8 @@
 """Ablation "w/o S": new-shot consistency with the shot cache vs without, tiny model trained briefly on CPU.
 
-Synthetic scenes (``training.synthetic``): each scene has a random flat background and a moving square whose
-colour the caption names (4 colours), so the caption tells the character but not the setting: only the
-shot cache can. The tiny model is trained on precomputed latents of ``--train-scenes`` scenes (curriculum:
+Synthetic scenes (``filmweaver_testing.scene_shards``): each scene has a random flat background and a moving
+square whose colour the caption names (4 colours), so the caption tells the character but not the setting: only
+the shot cache can. The tiny model is trained on precomputed latents of ``--train-scenes`` scenes (curriculum:
 temporal, then all four modes); then, for held-out scenes (other seed: backgrounds never seen), a new shot
 is generated from the scene's caption either with the scene's real keyframe in the shot cache (a reference
 entry, mode 'shot') or with no cache (mode 'none').
@@ -39,6 +39,7 @@ import webdataset as wds
 from PIL import Image
 
 from curation.embed import FallbackEmbedder
+from filmweaver_testing.scene_shards import write_synthetic_scenes
 from inference.config import SampleConfig, StoryScript
 from inference.sampler import CacheGuidedSampler
 from inference.story import StorySession
@@ -47,7 +48,6 @@ from training.config import PrecomputeConfig, TrainConfig
 from training.data import LatentDataset, SampleStream
 from training.encoders import save_tiny_checkpoint
 from training.model import build_model
-from training.synthetic import write_synthetic_scenes
 from training.trainer import flow_matching_loss, run_training, sample_to_batch
 
 SIZE = 32

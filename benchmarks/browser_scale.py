@@ -1,8 +1,8 @@
 """Scene browser at scale: does ``browse.html`` stay usable with 10,000 scenes?
 
-Builds the release of a small and a large scenes folder (``data_cards.synthetic``, two shots per scene), opens
-each ``browse.html`` in headless Chromium and times, inside the page: the load until the first page of scenes
-is shown, turning to the next page, and a caption search (typed text until the filtered list is shown).
+Builds the release of a small and a large scenes folder (``filmweaver_testing.scenes_folder``, two shots per
+scene), opens each ``browse.html`` in headless Chromium and times, inside the page: the load until the first page
+of scenes is shown, turning to the next page, and a caption search (typed text until the filtered list is shown).
 Reports the large/small ratios, the size of ``browse/scenes.js`` and the page's JS heap.
 
     .venv/bin/python benchmarks/browser_scale.py [--small 100] [--large 10000]
@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_cards.chromium import Chromium
 from data_cards.release import build_release
-from data_cards.synthetic import write_scenes_folder
+from filmweaver_testing.chromium import Chromium
+from filmweaver_testing.scenes_folder import write_scenes_folder
 
 
 def wait_until(browser: Chromium, expression: str, timeout: float = 60.0) -> float:

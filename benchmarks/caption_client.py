@@ -19,11 +19,11 @@ import time
 from itertools import groupby
 
 from curation.captions.estimate import estimate_cost
-from curation.captions.fake_servers import FakeGemini, make_scene_units
 from curation.captions.stages import GroupCaptioner
 from curation.config import CurateConfig
 from curation.records import Reject
 from curation.stage import run_stage_batch
+from filmweaver_testing.fake_llm import FakeGemini, make_scene_units
 
 
 def _serve(latency: float, ports: mp.Queue, stop: mp.Event) -> None:
@@ -65,7 +65,7 @@ def throughput(latency: float, concurrency: int, waves: int) -> tuple[float, flo
 
 
 def demo_estimate() -> None:
-    from curation.synthetic import make_film
+    from filmweaver_testing.films import make_film
     from pipelines.commands import DEMO_FILM
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -129,7 +129,7 @@ def scale(n_videos: int, per_task: int, max_bytes: int) -> dict[str, float]:
 
 def cli_noop(tmp: str) -> dict[str, float]:
     """Seconds of a first local run, then of no-op reruns with each engine, through the CLI."""
-    from curation.synthetic import make_film
+    from filmweaver_testing.films import make_film
 
     films = []
     for seed in (5, 6, 7, 8):

@@ -18,7 +18,7 @@ import shutil
 import time
 
 from curation.config import load_config
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 from pipelines.curate import run_ray
 from pipelines.local import run_local
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curation.config import load_config  # noqa: E402
 from curation.journal import PARTS_DIR  # noqa: E402
 from curation.shard_writer import TMP_SUFFIX  # noqa: E402
-from curation.synthetic import make_film  # noqa: E402
+from filmweaver_testing.films import make_film  # noqa: E402
 from pipelines.curate import run_ray  # noqa: E402
 
 # weight-free embedder (no CLIP weights offline), no face model: the stages are decode/detect/export bound

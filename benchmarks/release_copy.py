@@ -21,7 +21,7 @@ from pathlib import Path
 
 from data_cards.dataset import CuratedDataset
 from data_cards.public import source_paths, write_public_copy
-from data_cards.synthetic import write_scenes_folder
+from filmweaver_testing.scenes_folder import write_scenes_folder
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ import numpy as np
 
 from curation.embed import DEFAULT_THRESHOLDS, FallbackEmbedder, _l2
 from curation.scenes import cluster_scenes
-from curation.synthetic import make_film
 from curation.video import analysis_size, iter_frames, probe
+from filmweaver_testing.films import make_film
 
 
 def _keyframe_indices(start: int, end: int, mode: str) -> list[int]:

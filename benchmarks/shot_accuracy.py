@@ -1,6 +1,6 @@
 """Shot-boundary and scene-boundary accuracy per backend, on synthetic films and on real footage.
 
-1. Synthetic films (``curation.synthetic.make_film``, varied seeds): half with hard cuts only, half with
+1. Synthetic films (``filmweaver_testing.films.make_film``, varied seeds): half with hard cuts only, half with
    ``gradual_ratio`` of their transitions dissolves or fades. A hard cut counts when a predicted boundary is
    within +-1 frame; a gradual transition counts when a predicted boundary falls inside it (one prediction
    per transition). Reported per backend: hard-cut P/R/F1 (cut-only films), with-gradual P/R/F1 (films with
@@ -38,8 +38,8 @@ from curation.embed import Embedder  # noqa: E402
 from curation.scenes import SceneClusterer  # noqa: E402
 from curation.shots import ShotSplitter  # noqa: E402
 from curation.stage import VideoUnit  # noqa: E402
-from curation.synthetic import FilmTruth, make_film  # noqa: E402
 from curation.video import analysis_size, iter_frames, probe  # noqa: E402
+from filmweaver_testing.films import FilmTruth, make_film  # noqa: E402
 
 log = logging.getLogger("shot_accuracy")
 

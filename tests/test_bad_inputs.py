@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curation.synthetic import make_audio_only, make_film, make_simple_video
+from filmweaver_testing.films import make_audio_only, make_film, make_simple_video
 from pipelines.cli import main
 from tests.clip_invariant import check_clips
 

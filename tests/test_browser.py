@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_cards.chromium import CHROMIUM, Chromium
 from data_cards.release import build_release
-from data_cards.synthetic import write_scenes_folder
+from filmweaver_testing.chromium import CHROMIUM, Chromium
+from filmweaver_testing.scenes_folder import write_scenes_folder
 
 N_SCENES = 60  # more than two pages of 24
 CLIP_SCENES = 3  # scenes 0, 20 and 40 get playable clips

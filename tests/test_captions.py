@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from curation.captions.estimate import estimate_cost
-from curation.captions.fake_servers import FakeGemini, FakeOpenAI, make_scene_units
 from curation.captions.limits import RateBudget
 from curation.captions.render import check_scene, describe, render
 from curation.captions.schema import SceneCaptions
@@ -21,6 +20,7 @@ from curation.config import CurateConfig, config_yaml
 from curation.errors import CaptionerNotConfigured
 from curation.records import Reject
 from curation.stage import SceneUnit, run_stage_batch
+from filmweaver_testing.fake_llm import FakeGemini, FakeOpenAI, make_scene_units
 
 KEY = "AIzaFAKE-filmweaver-test-key-0123456789"
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from curation.synthetic import make_simple_video
+from filmweaver_testing.films import make_simple_video
 from pipelines.cli import main
 
 

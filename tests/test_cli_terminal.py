@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 300  # a healthy run takes ~20 s on 2 busy cores; a hung one never ends

@@ -14,8 +14,8 @@ from curation.errors import UnsupportedVideo
 from curation.export import ClipExporter, export_clip
 from curation.records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
 from curation.stage import Keyframe, SceneUnit, VideoUnit, run_stage
-from curation.synthetic import make_simple_video, read_frame_code
 from curation.video import iter_frames, probe
+from filmweaver_testing.films import make_simple_video, read_frame_code
 
 N = 60  # frames of the coded video, 24 fps
 

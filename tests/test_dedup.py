@@ -12,7 +12,7 @@ import pytest
 
 from curation.config import load_config
 from curation.dedup import find_duplicates, kmeans
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 from pipelines.local import run_local
 
 

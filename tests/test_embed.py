@@ -16,8 +16,8 @@ from curation.errors import ModelUnavailable
 from curation.records import ShotRecord, VideoRecord, shot_id
 from curation.scenes import cluster_scenes
 from curation.stage import Keyframe, VideoUnit, run_stage_batch
-from curation.synthetic import make_film
 from curation.video import analysis_size, iter_frames, probe
+from filmweaver_testing.films import make_film
 
 TINY_CLIP = {
     "embed_dim": 16,

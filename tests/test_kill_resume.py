@@ -21,7 +21,7 @@ import pytest
 
 from curation.config import load_config
 from curation.journal import read_journal
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 from pipelines.local import run_local
 from pipelines.ray_procs import ray_processes, stop_processes
 

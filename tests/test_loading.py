@@ -15,9 +15,9 @@ import webdataset as wds
 from braceexpand import braceexpand
 
 from curation.config import load_config
-from curation.synthetic import make_film
 from data_cards.loading import brace_pattern, load_scenes, shard_urls
 from data_cards.release import build_release
+from filmweaver_testing.films import make_film
 from pipelines.cli import main
 
 

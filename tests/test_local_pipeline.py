@@ -14,7 +14,7 @@ import pytest
 import webdataset as wds
 
 from curation.config import load_config
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 from pipelines.local import run_local
 
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from curation.embed import FallbackEmbedder
+from filmweaver_testing.scene_shards import shot_frames
 from inference.metrics import (
     FaceLocator,
     StoryResult,
@@ -20,7 +21,6 @@ from inference.metrics import (
     text_alignment,
 )
 from inference.story import write_mp4
-from training.synthetic import shot_frames
 
 
 class TableEmbedder:

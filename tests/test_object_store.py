@@ -92,7 +92,7 @@ def test_curate_bucket_to_bucket(s3, small_settings, tmp_path):
     import ray
 
     from curation.config import load_config
-    from curation.synthetic import make_film
+    from filmweaver_testing.films import make_film
     from pipelines.curate import run_ray
     from pipelines.inputs import expand_inputs
     from pipelines.local import run_local
@@ -139,10 +139,10 @@ def test_curate_bucket_to_bucket(s3, small_settings, tmp_path):
 def test_llm_response_cache_in_a_bucket(s3, monkeypatch):
     """Captioning into an object-store output keeps its response cache there: a second run asks nothing."""
     from curation.captions.cache import ResponseCache
-    from curation.captions.fake_servers import FakeGemini, make_scene_units
     from curation.captions.stages import CaptionVerifier, GroupCaptioner
     from curation.config import CurateConfig
     from curation.stage import SceneUnit, run_stage_batch
+    from filmweaver_testing.fake_llm import FakeGemini, make_scene_units
 
     cache = ResponseCache(f"s3://{BUCKET}/c0")
     assert cache.get("ab" * 32) is None

@@ -6,12 +6,12 @@ import ray
 import webdataset as wds
 
 from curation.embed import FallbackEmbedder
+from filmweaver_testing.scene_shards import write_synthetic_scenes
 from pipelines.cli import build_parser
 from pipelines.precompute import clip_frames, fit_frame, precompute, scene_shards
 from training.config import PrecomputeConfig
 from training.data import LatentDataset
 from training.encoders import WanEncoders, save_tiny_checkpoint
-from training.synthetic import write_synthetic_scenes
 
 
 @pytest.fixture(scope="module")

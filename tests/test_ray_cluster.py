@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from curation.config import load_config
-from curation.synthetic import make_film
 from curation.video import content_id
+from filmweaver_testing.films import make_film
 from pipelines.local import run_local
 from pipelines.ray_attempts import TESTING_CRASH_ENV
 from pipelines.ray_nodes import TESTING_UNSHARED_ENV

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 from pipelines.ray_procs import ray_processes, stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]

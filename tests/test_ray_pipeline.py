@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from curation.config import load_config
-from curation.synthetic import make_film
+from filmweaver_testing.films import make_film
 from pipelines.cli import build_parser as filmweaver_parser
 from pipelines.cli import main as filmweaver
 from pipelines.curate import build_parser, plan_groups, run_ray

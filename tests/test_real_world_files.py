@@ -13,8 +13,8 @@ import pytest
 import tests.real_world_kinds as kinds
 from curation.config import load_config
 from curation.export import cut_clips, verify_clip
-from curation.synthetic import make_film
 from curation.video import FrameDecoder, probe
+from filmweaver_testing.films import make_film
 from pipelines.commands import curate
 from pipelines.inputs import InputNotFound, expand_inputs
 from tests.clip_invariant import check_clips

@@ -11,8 +11,8 @@ import pytest
 import webdataset as wds
 
 from curation.config import load_config
-from curation.synthetic import make_film
 from data_cards.dataset import CuratedDataset
+from filmweaver_testing.films import make_film
 from pipelines.cli import main as cli_main
 from pipelines.local import run_local
 from pipelines.precompute import read_scene_rows, scene_shards

@@ -13,8 +13,8 @@ from curation.config import load_config
 from curation.records import TRANSIENT_REASONS, Reject
 from curation.rerun import config_hash, plan_rerun
 from curation.stage import Stage, run_stage
-from curation.synthetic import make_film
 from curation.video import ProbeVideo
+from filmweaver_testing.films import make_film
 from pipelines import local
 from pipelines.local import run_local
 

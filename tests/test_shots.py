@@ -23,8 +23,8 @@ from curation.shots import (
     keyframe_targets,
 )
 from curation.stage import Keyframe, VideoUnit, run_stage
-from curation.synthetic import FilmTruth, make_film
 from curation.video import analysis_size, iter_frames, probe
+from filmweaver_testing.films import FilmTruth, make_film
 
 
 def _config(**shots) -> CurateConfig:

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from curation.synthetic import FilmTruth, _scene_framings, make_film
 from curation.video import iter_frames, probe
+from filmweaver_testing.films import FilmTruth, _scene_framings, make_film
 
 FILM = {"n_scenes": 3, "shots_per_scene": (2, 3), "shot_seconds": (0.6, 1.0), "size": (96, 64), "fps": 24}
 

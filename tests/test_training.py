@@ -8,12 +8,12 @@ import pytest
 import ray
 import torch
 
+from filmweaver_testing.scene_shards import write_synthetic_scenes
 from pipelines.precompute import precompute
 from training.config import CurriculumConfig, DataConfig, PrecomputeConfig, TrainConfig
 from training.data import LatentDataset, SampleStream, mode_for
 from training.encoders import save_tiny_checkpoint
 from training.model import CacheGuidedWan
-from training.synthetic import write_synthetic_scenes
 from training.trainer import flow_matching_loss, run_training, sample_to_batch
 
 

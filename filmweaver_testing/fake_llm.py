@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from ..records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
-from ..stage import Keyframe, SceneUnit
+from curation.records import SceneRecord, ShotRecord, VideoRecord, scene_id, shot_id
+from curation.stage import Keyframe, SceneUnit
 
 _SCENE = re.compile(r"Scene (\S+?)[:.]?\s")
 _SHOT = re.compile(r"^Shot (\d+):$")

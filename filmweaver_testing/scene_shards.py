@@ -10,10 +10,11 @@ import io
 import json
 import os
 
-import av
 import numpy as np
 import webdataset as wds
 from PIL import Image
+
+from inference.story import encode_mp4
 
 _COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 70, 210), "yellow": (220, 200, 40)}
 
@@ -29,20 +30,6 @@ def shot_frames(rng: np.random.Generator, n: int, size: int, background, colour)
         y, x = np.clip(pos + i * vel, 0, size - side).astype(int)
         frames[i, y : y + side, x : x + side] = colour
     return frames
-
-
-def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
-    """H.264 MP4 bytes of uint8 frames (F, H, W, 3)."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"}
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode())
-    return buf.getvalue()
 
 
 def write_synthetic_scenes(
