@@ -31,10 +31,11 @@ class VideoConfig(Section):
 
 
 class ShotsConfig(Section):
-    backend: Literal["auto", "scenedetect", "transnetv2", "hybrid"] = Field(
+    backend: Literal["auto", "scenedetect", "transnetv2", "hybrid", "cascade"] = Field(
         "auto",
-        description="Shot boundary detector. 'auto': TransNetV2 when a CUDA GPU is present, else PySceneDetect. "
-        "'hybrid': PySceneDetect cuts plus TransNetV2 gradual transitions (best accuracy, slower on CPU).",
+        description="Shot boundary detector. 'auto': TransNetV2 when a CUDA GPU is present, else 'cascade'. "
+        "'hybrid': PySceneDetect cuts plus TransNetV2 gradual transitions (TransNetV2 on every frame). "
+        "'cascade': the same, TransNetV2 run only on windows a cheap test finds a gradual change in.",
     )
     detector: Literal["content", "adaptive"] = Field(
         "adaptive", description="PySceneDetect detector: 'content' (fixed threshold) or 'adaptive' (rolling)."
@@ -46,13 +47,20 @@ class ShotsConfig(Section):
     transnet_confident: float = Field(
         0.9, description="hybrid: TransNetV2 cuts PySceneDetect missed are kept when their probability is this high."
     )
+    cascade_min_change: float = Field(
+        6.0,
+        description="cascade: mean luma change (0-255) over 8 frames, spread over several frames, that sends a "
+        "window to TransNetV2 (lower finds fainter dissolves and runs the network more often).",
+    )
     min_shot_frames: int = Field(8, description="Shots shorter than this many frames merge into a neighbour.")
     device: str = Field("auto", description="Torch device for TransNetV2: 'auto', 'cpu' or 'cuda[:N]'.")
 
 
 class KeyframesConfig(Section):
     mode: Literal["middle", "first_middle_last"] = Field(
-        "middle", description="Keyframes taken per shot: its middle frame, or its first, middle and last."
+        "first_middle_last",
+        description="Keyframes taken per shot: its middle frame, or its first, middle and last (scene "
+        "clustering compares shots as sets of keyframes, so a shot that pans or cuts between speakers matches).",
     )
     jpeg_quality: int = Field(
         90, description="JPEG quality of keyframes: encoded once as a shot closes, held so, written to shards as is."
@@ -86,6 +94,14 @@ class ScenesConfig(Section):
         "(open_clip 0.8, fallback 0.5; see curation/embed.py DEFAULT_THRESHOLDS).",
     )
     max_shots: int = Field(16, description="A scene is closed once it holds this many shots.")
+    adaptive: bool = Field(
+        True,
+        description="Choose each video's threshold from its own shot-to-window similarities (Otsu's split), "
+        "within threshold +- adaptive_range; off: the threshold as is.",
+    )
+    adaptive_range: float = Field(
+        0.15, description="How far a video's adaptive threshold may move from the configured one (floor/ceiling)."
+    )
 
 
 class FiltersConfig(Section):

@@ -76,6 +76,7 @@ class VideoRecord:
     variable_fps: bool = False
     n_shots: int = 0
     n_scenes: int = 0
+    scene_threshold: float | None = None  # similarity threshold scene clustering used on this video
 
     @property
     def fps(self) -> Fraction:
@@ -196,6 +197,7 @@ VIDEO_SCHEMA = pa.schema(
         ("variable_fps", pa.bool_()),
         ("n_shots", pa.int32()),
         ("n_scenes", pa.int32()),
+        ("scene_threshold", pa.float32()),
     ]
 )
 

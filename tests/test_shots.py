@@ -16,6 +16,7 @@ from curation.records import Reject, shot_id
 from curation.shots import (
     Boundary,
     FrameReservoir,
+    GradualCandidates,
     ShotSplitter,
     TransNetBoundaries,
     _MinShotFilter,
@@ -101,9 +102,30 @@ def test_transnet_backends_find_cuts_and_flag_gradual(gradual_film, backend):
 def test_auto_backend_follows_the_device():
     import torch
 
-    expected = "transnetv2" if torch.cuda.is_available() else "scenedetect"
+    expected = "transnetv2" if torch.cuda.is_available() else "cascade"
     assert ShotSplitter(CurateConfig()).backend == expected
-    assert ShotSplitter(_config(backend="auto")).backend == "scenedetect"  # device pinned to cpu
+    assert ShotSplitter(_config(backend="auto")).backend == "cascade"  # device pinned to cpu
+
+
+def _window(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack([np.broadcast_to(f, (27, 48, 3)) for f in frames]).astype(np.uint8)
+
+
+def test_gradual_candidates_pass_dissolves_and_fades_not_cuts_or_stills():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (27, 48, 3)), rng.integers(0, 256, (27, 48, 3))
+    gate = GradualCandidates(min_change=6.0)
+    still = _window([a] * 100)
+    cut = _window([a] * 60 + [b] * 40)
+    dissolve = _window([a] * 40 + [a + (b - a) * (i + 1) / 13 for i in range(12)] + [b] * 48)
+    fade = _window(
+        [a] * 44 + [a * (1 - (i + 1) / 7) for i in range(6)] + [b * (i + 1) / 7 for i in range(6)] + [b] * 44
+    )
+    flash = _window([a] * 50 + [np.full_like(a, 255)] + [a] * 49)
+    assert [gate(w) for w in (still, cut, dissolve, fade, flash)] == [False, False, True, True, False]
+    assert (gate.judged, gate.skipped) == (2, 3)
+    # a dissolve that starts beyond the predicted frames and their 8-frame margin is the next window's business
+    assert not gate(_window([a] * 85 + [a + (b - a) * (i + 1) / 13 for i in range(12)] + [b] * 3))
 
 
 @pytest.mark.parametrize("mode", ["middle", "first_middle_last"])
