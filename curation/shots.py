@@ -55,6 +55,7 @@ _GRADUAL_MIN_FRAMES = 5  # it is gradual when it spans at least this many frames
 _TN_CORE = 0.5  # ... and its many-hot probabilities sum to at least _TN_CORE * _GRADUAL_MIN_FRAMES
 _CAND_SPAN = 8  # cascade: frames over which a gradual transition must change the picture ...
 _CAND_STEP_SHARE = 0.5  # ... with no single frame-to-frame step carrying this share of that change
+_CAND_DARK = 24.0  # cascade: a frame this dark (mean luma) between brighter ones may be the middle of a fade
 _MERGE_FRAMES = 2  # hybrid: a PySceneDetect cut this close to a TransNetV2 transition is the same one
 _RESERVOIR_FRAMES = 32  # keyframe candidates kept per shot (the middle is exact for shots up to this long)
 _PREFETCH_FRAMES = 16  # decoded frames queued ahead of detection
@@ -178,15 +179,21 @@ def load_transnet(device: str) -> Any:
 class GradualCandidates:
     """Cheap test of a TransNetV2 window: may its predicted frames hold a gradual transition?
 
-    Twin comparison (Zhang, Kankanhalli and Smoliar, "Automatic partitioning of full-motion video", 1993): a
-    gradual transition changes the picture a lot between frames ``_CAND_SPAN`` apart while no single step
-    between neighbouring frames carries that change (a hard cut does; PySceneDetect finds those). Measured on
-    the window's own 48x27 frames as mean absolute luma differences (0-255). Camera motion passes too: the
-    network judges it. ``judged`` / ``skipped`` count windows (50 predicted frames each).
+    On the window's own 48x27 frames, as mean absolute luma differences (0-255), a window passes when
+    - a dissolve may be in it: the picture changes by ``min_change`` between frames ``_CAND_SPAN`` apart,
+      no single step between neighbouring frames carries ``_CAND_STEP_SHARE`` of that change (a hard cut
+      does: PySceneDetect finds those; the twin comparison of Zhang, Kankanhalli and Smoliar, "Automatic
+      partitioning of full-motion video", 1993), and the middle frame is close to the mean of the two ends
+      (``linearity``: a dissolve is a linear mix of two shots, a camera pan is not; Lienhart, "Comparison of
+      automatic shot boundary detection algorithms", 1999), or
+    - a fade may be in it: a near-black frame (mean luma below ``_CAND_DARK``) that frames within
+      ``_CAND_SPAN`` of it are ``min_change`` brighter than.
+    ``judged`` / ``skipped`` count windows (50 predicted frames each).
     """
 
-    def __init__(self, min_change: float):
+    def __init__(self, min_change: float, linearity: float = 0.5):
         self.min_change = min_change
+        self.linearity = linearity
         self.judged = 0
         self.skipped = 0
 
@@ -196,8 +203,13 @@ class GradualCandidates:
         luma = window[_TN_CONTEXT - k : _TN_CONTEXT + _TN_STEP + k].astype(np.float32).mean(axis=-1)
         step = np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2))  # step[t]: frame t -> t + 1
         far = np.abs(luma[k:] - luma[:-k]).mean(axis=(1, 2))  # far[t]: frame t -> t + k
+        mixed = np.abs(luma[k // 2 : k // 2 + len(far)] - (luma[k:] + luma[:-k]) / 2).mean(axis=(1, 2))
         biggest_step = np.lib.stride_tricks.sliding_window_view(step, k).max(axis=1)
-        hit = bool(np.any((far >= self.min_change) & (biggest_step < _CAND_STEP_SHARE * far)))
+        dissolve = (far >= self.min_change) & (biggest_step < _CAND_STEP_SHARE * far) & (mixed < self.linearity * far)
+        mean = luma.mean(axis=(1, 2))
+        brightest_near = np.lib.stride_tricks.sliding_window_view(mean, 2 * k + 1).max(axis=1)
+        fade = (mean[k:-k] < _CAND_DARK) & (brightest_near - mean[k:-k] >= self.min_change)
+        hit = bool(dissolve.any() or fade.any())
         self.judged += hit
         self.skipped += not hit
         return hit

