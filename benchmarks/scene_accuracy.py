@@ -83,9 +83,10 @@ def main() -> None:
     if args.clip_checkpoint:
         embedders["clip-vit-b-32"] = {"backend": "open_clip", "pretrained": args.clip_checkpoint}
     settings = {
-        "adaptive, keyframe sets (default)": {},
-        "fixed threshold, keyframe sets": {"adaptive": False},
-        "fixed threshold, mean embedding": {"adaptive": False, "sets": False},
+        "fixed threshold, mean embedding (default)": {},
+        "fixed threshold, keyframe sets (best pair)": {"compare": "best_pair"},
+        "adaptive threshold, mean embedding": {"adaptive": True},
+        "adaptive threshold, keyframe sets": {"adaptive": True, "compare": "best_pair"},
     }
     print("| embedder | clustering | P / R / F1 | thresholds used |")
     print("|---|---|---|---|")
@@ -97,16 +98,13 @@ def main() -> None:
         ]
         for label, opts in settings.items():
             cfg = config.model_copy(deep=True)
-            cfg.scenes.adaptive = opts.get("adaptive", True)
+            for key, value in opts.items():
+                setattr(cfg.scenes, key, value)
             clusterer = SceneClusterer(cfg)
             tally = Tally()
             used = []
             for film, unit in zip(films, embedded):
-                if not opts.get("sets", True):
-                    unit.keyframe_embeddings, saved = None, unit.keyframe_embeddings
                 out = clusterer.process(unit)
-                if not opts.get("sets", True):
-                    unit.keyframe_embeddings = saved
                 used.append(out.video.scene_threshold)
                 truth = [
                     Transition(t.frame, (t.span[0] - 1, t.span[1] + 1) if t.span else None) for t in film.scene_starts()

@@ -152,8 +152,8 @@ def real_truth(film: Film) -> list[Transition]:
     return [Transition(t.frame, (t.span[0] - 1, t.span[1] + 1) if t.span else None) for t in film.transitions]
 
 
-def real_shots(stages: dict[str, ShotSplitter], device: str, plain: bool) -> None:
-    films = build()["shots"]
+def real_shots(stages: dict[str, ShotSplitter], device: str, plain: bool, n_films: int | None) -> None:
+    films = build()["shots"][:n_films]
     n_frames = sum(f.n_frames for f in films)
     trs = [t for f in films for t in f.transitions]
     kinds = {k: sum(t.kind == k for t in trs) for k in ("cut", "dissolve", "fade")}
@@ -204,6 +204,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="torch device for TransNetV2")
     ap.add_argument("--scene-backend", default="auto", help="shots.backend used for the scene-boundary F1")
     ap.add_argument("--real", action="store_true", help="only the real-footage set (benchmarks/real_footage.py)")
+    ap.add_argument(
+        "--real-films", type=int, help="--real: only the first N shot films (TransNetV2 on every frame is slow)"
+    )
     ap.add_argument("--no-plain", action="store_true", help="--real: skip the plain TransNetV2 reference")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "filmweaver-bench", "shots"))
     args = ap.parse_args()
@@ -215,7 +218,7 @@ def main() -> None:
         for b in backends
     }
     if args.real:
-        real_shots(stages, args.device, plain=not args.no_plain)
+        real_shots(stages, args.device, plain=not args.no_plain, n_films=args.real_films)
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

@@ -91,13 +91,19 @@ class ScenesConfig(Section):
     threshold: float | None = Field(
         None,
         description="Cosine similarity tau for joining a scene; None uses the embedder's calibrated default "
-        "(open_clip 0.8, fallback 0.5; see curation/embed.py DEFAULT_THRESHOLDS).",
+        "(open_clip 0.8, fallback 0.55; see curation/embed.py DEFAULT_THRESHOLDS).",
     )
     max_shots: int = Field(16, description="A scene is closed once it holds this many shots.")
+    compare: Literal["mean", "best_pair"] = Field(
+        "mean",
+        description="How two shots are compared: cosine of their mean keyframe embeddings, or the best pair of "
+        "keyframes (sets). On real footage the mean is better (benchmarks/scene_accuracy.py --real).",
+    )
     adaptive: bool = Field(
-        True,
+        False,
         description="Choose each video's threshold from its own shot-to-window similarities (Otsu's split), "
-        "within threshold +- adaptive_range; off: the threshold as is.",
+        "within threshold +- adaptive_range; off (default, better on benchmarks/scene_accuracy.py --real): "
+        "the threshold as is.",
     )
     adaptive_range: float = Field(
         0.15, description="How far a video's adaptive threshold may move from the configured one (floor/ceiling)."

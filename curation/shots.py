@@ -55,6 +55,7 @@ _GRADUAL_MIN_FRAMES = 5  # it is gradual when it spans at least this many frames
 _TN_CORE = 0.5  # ... and its many-hot probabilities sum to at least _TN_CORE * _GRADUAL_MIN_FRAMES
 _CAND_SPAN = 8  # cascade: frames over which a gradual transition must change the picture ...
 _CAND_STEP_SHARE = 0.5  # ... with no single frame-to-frame step carrying this share of that change
+_CAND_LINEAR = 0.3  # ... and the middle frame within this share of that change of the mean of the ends
 _CAND_DARK = 24.0  # cascade: a frame this dark (mean luma) between brighter ones may be the middle of a fade
 _MERGE_FRAMES = 2  # hybrid: a PySceneDetect cut this close to a TransNetV2 transition is the same one
 _RESERVOIR_FRAMES = 32  # keyframe candidates kept per shot (the middle is exact for shots up to this long)
@@ -191,7 +192,7 @@ class GradualCandidates:
     ``judged`` / ``skipped`` count windows (50 predicted frames each).
     """
 
-    def __init__(self, min_change: float, linearity: float = 0.5):
+    def __init__(self, min_change: float, linearity: float = _CAND_LINEAR):
         self.min_change = min_change
         self.linearity = linearity
         self.judged = 0
