@@ -344,7 +344,8 @@ class Embedder(Stage):
             per_shot[u][s].append(f)
         for unit, shots in zip(units, per_shot):
             unit.keyframe_embeddings = [np.stack(fs) for fs in shots]
-            unit.embeddings = _l2(np.stack([fs.sum(0) for fs in unit.keyframe_embeddings]).reshape(-1, dim))
+            sums = [fs.sum(0) for fs in unit.keyframe_embeddings]
+            unit.embeddings = _l2(np.stack(sums)) if sums else np.zeros((0, dim), np.float32)
             unit.embedder = self.embedder.kind
         self.stats.counts["keyframes_embedded"] += len(images)
         return units
