@@ -194,6 +194,30 @@ def real_shots(stages: dict[str, ShotSplitter], device: str, plain: bool, n_film
             )
 
 
+def real_speed(stages: dict[str, ShotSplitter], sources: list[str]) -> None:
+    """Frames/s of each backend on raw real sources (their own cuts, no added transitions), interleaved."""
+    from benchmarks.real_sources import real_videos
+
+    paths = real_videos(names=sources)
+    seconds = dict.fromkeys(stages, 0.0)
+    n = 0
+    for path in paths.values():
+        n += probe(str(path)).n_frames
+        for name, stage in stages.items():
+            seconds[name] += run_splitter(stage, str(path))[1]
+    print(f"\n## Speed on raw real sources ({', '.join(paths)}: {n} frames)")
+    base = next(iter(stages))
+    for name, stage in stages.items():
+        line = f"{name:22s} {n / seconds[name]:7.1f} frames/s  time / {base}: {seconds[name] / seconds[base]:.2f}"
+        judged, skipped = (
+            stage.stats.counts.get("transnet_windows", 0),
+            stage.stats.counts.get("transnet_windows_skipped", 0),
+        )
+        if judged + skipped:
+            line += f"  (TransNetV2 judged {judged} of {judged + skipped} windows)"
+        print(line, flush=True)
+
+
 # ------------------------------------------------------------------------------------------------- main
 
 
@@ -207,6 +231,7 @@ def main() -> None:
     ap.add_argument(
         "--real-films", type=int, help="--real: only the first N shot films (TransNetV2 on every frame is slow)"
     )
+    ap.add_argument("--speed", help="comma-separated real sources (real_sources.py names): frames/s per backend")
     ap.add_argument("--no-plain", action="store_true", help="--real: skip the plain TransNetV2 reference")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "filmweaver-bench", "shots"))
     args = ap.parse_args()
@@ -217,6 +242,9 @@ def main() -> None:
         b: ShotSplitter(CurateConfig.model_validate({"shots": {**BACKENDS[b], "device": args.device}}))
         for b in backends
     }
+    if args.speed:
+        real_speed(stages, args.speed.split(","))
+        return
     if args.real:
         real_shots(stages, args.device, plain=not args.no_plain, n_films=args.real_films)
         return

@@ -14,7 +14,11 @@ while decoding, in bounded memory).
   ``_GRADUAL_MIN_FRAMES`` frames.
 - ``hybrid``: PySceneDetect's cuts, TransNetV2's gradual transitions (PySceneDetect cuts inside them are
   dropped) and the TransNetV2 cuts it is confident about (``shots.transnet_confident``).
-- ``auto``: TransNetV2 on CUDA, PySceneDetect on CPU (TransNetV2 runs at tens of frames/s on a CPU).
+- ``cascade``: ``hybrid`` with TransNetV2 run only on the windows ``GradualCandidates`` passes (a cheap
+  dissolve/fade test on the window's 48x27 frames); elsewhere PySceneDetect's cuts stand alone. On real
+  footage the test passes ~14% of windows, every window holding a gradual transition of the benchmark set
+  (benchmarks/shot_accuracy.py --real, BENCHMARKS.md).
+- ``auto``: TransNetV2 on CUDA, ``cascade`` on CPU (TransNetV2 runs at tens of frames/s on a CPU).
 
 A boundary's ``frame`` is the first frame of the new shot; a gradual transition's boundary is its middle
 frame. Boundaries closer than ``shots.min_shot_frames`` to each other (or to either end of the video) are
