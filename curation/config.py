@@ -31,10 +31,11 @@ class VideoConfig(Section):
 
 
 class ShotsConfig(Section):
-    backend: Literal["auto", "scenedetect", "transnetv2", "hybrid"] = Field(
+    backend: Literal["auto", "scenedetect", "transnetv2", "hybrid", "cascade"] = Field(
         "auto",
-        description="Shot boundary detector. 'auto': TransNetV2 when a CUDA GPU is present, else PySceneDetect. "
-        "'hybrid': PySceneDetect cuts plus TransNetV2 gradual transitions (best accuracy, slower on CPU).",
+        description="Shot boundary detector. 'auto': TransNetV2 when a CUDA GPU is present, else 'cascade'. "
+        "'hybrid': PySceneDetect cuts plus TransNetV2 gradual transitions (TransNetV2 on every frame). "
+        "'cascade': the same, TransNetV2 run only on windows a cheap test finds a gradual change in.",
     )
     detector: Literal["content", "adaptive"] = Field(
         "adaptive", description="PySceneDetect detector: 'content' (fixed threshold) or 'adaptive' (rolling)."
@@ -59,12 +60,22 @@ class ShotsConfig(Section):
     min_shot_frames: int = Field(
         2, ge=1, description="Frame floor of min_shot_s: shots shorter than this many frames merge at any frame rate."
     )
+    cascade_min_change: float = Field(
+        6.0,
+        gt=0,
+        le=255,
+        description="cascade: mean luma change (0-255) over 8 frames, spread over several frames, that sends a "
+        "window to TransNetV2 (lower finds fainter dissolves and runs the network more often).",
+    )
     device: str = Field("auto", description="Torch device for TransNetV2: 'auto', 'cpu' or 'cuda[:N]'.")
 
 
 class KeyframesConfig(Section):
     mode: Literal["middle", "first_middle_last"] = Field(
-        "middle", description="Keyframes taken per shot: its middle frame, or its first, middle and last."
+        "first_middle_last",
+        description="Keyframes taken per shot: its middle frame, or its first, middle and last (scene "
+        "clustering compares shots by the mean of their keyframes' embeddings, or as sets with "
+        "scenes.compare=best_pair, so a shot that pans matches either end).",
     )
     jpeg_quality: int = Field(
         90,
@@ -100,9 +111,26 @@ class ScenesConfig(Section):
         ge=-1,
         le=1,
         description="Cosine similarity tau for joining a scene; None uses the embedder's calibrated default "
-        "(open_clip 0.8, fallback 0.5; see curation/embed.py DEFAULT_THRESHOLDS).",
+        "(open_clip 0.8, fallback 0.55; see curation/embed.py DEFAULT_THRESHOLDS).",
     )
     max_shots: int = Field(16, ge=1, description="A scene is closed once it holds this many shots.")
+    compare: Literal["mean", "best_pair"] = Field(
+        "mean",
+        description="How two shots are compared: cosine of their mean keyframe embeddings, or the best pair of "
+        "keyframes (sets). On real footage the mean is better (benchmarks/scene_accuracy.py --real).",
+    )
+    adaptive: bool = Field(
+        False,
+        description="Choose each video's threshold from its own shot-to-window similarities (Otsu's split), "
+        "within threshold +- adaptive_range; off (default, better on benchmarks/scene_accuracy.py --real): "
+        "the threshold as is.",
+    )
+    adaptive_range: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="How far a video's adaptive threshold may move from the configured one (floor/ceiling).",
+    )
 
 
 class FiltersConfig(Section):

@@ -27,9 +27,10 @@ from .stage import Keyframe, Stage, VideoUnit
 log = logging.getLogger(__name__)
 
 # Cosine similarity at or above which a shot joins a scene, per embedder kind. open_clip: the usual value
-# for CLIP ViT-B-32 keyframes of one place and cast. fallback: calibrated on synthetic films (same-scene
-# shots >= 0.55, other scenes <= 0.08) and checked on real clips (benchmarks/scene_threshold.py, BENCHMARKS.md).
-DEFAULT_THRESHOLDS = {"open_clip": 0.8, "fallback": 0.5}
+# for CLIP ViT-B-32 keyframes of one place and cast. fallback: calibrated on the real-footage scene films
+# (benchmarks/scene_accuracy.py --real: F1 0.966 at 0.55 against 0.889 at 0.5) and on synthetic films
+# (same-scene shots >= 0.55, other scenes <= 0.08; benchmarks/scene_threshold.py), BENCHMARKS.md.
+DEFAULT_THRESHOLDS = {"open_clip": 0.8, "fallback": 0.55}
 
 _NETWORK_PROBE_S = 3.0  # seconds to wait for a TCP connection to the weights host before giving up
 _CHECKPOINT_HINT = (
@@ -309,7 +310,8 @@ def load_embedder(config: EmbedConfig) -> ImageTextEmbedder:
 
 
 class Embedder(Stage):
-    """Shot embeddings: per shot the renormalised mean of its keyframes' embeddings, batched across units."""
+    """Shot embeddings: per shot the renormalised mean of its keyframes' embeddings (``unit.embeddings``)
+    and each keyframe's own (``unit.keyframe_embeddings``, for scene clustering), batched across units."""
 
     name = "embed"
 
@@ -337,11 +339,13 @@ class Embedder(Stage):
         parts = [self.embedder.embed_images([k.rgb() for k in images[i : i + bs]]) for i in range(0, len(images), bs)]
         dim = self.embedder.dim
         feats = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-        sums = [np.zeros((len(unit.shots), dim), np.float32) for unit in units]
+        per_shot: list[list[list[np.ndarray]]] = [[[] for _ in unit.shots] for unit in units]
         for (u, s), f in zip(owners, feats):
-            sums[u][s] += f
-        for unit, acc in zip(units, sums):
-            unit.embeddings = _l2(acc)
+            per_shot[u][s].append(f)
+        for unit, shots in zip(units, per_shot):
+            unit.keyframe_embeddings = [np.stack(fs) for fs in shots]
+            sums = [fs.sum(0) for fs in unit.keyframe_embeddings]
+            unit.embeddings = _l2(np.stack(sums)) if sums else np.zeros((0, dim), np.float32)
             unit.embedder = self.embedder.kind
         self.stats.counts["keyframes_embedded"] += len(images)
         return units

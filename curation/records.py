@@ -90,6 +90,7 @@ class VideoRecord:
     partial: bool = False  # decoding stopped early (damage); only the complete shots before it are kept
     partial_reason: str | None = None
     duplicate_of: str | None = None  # status 'duplicate': uri of the input with the same content
+    scene_threshold: float | None = None  # similarity threshold scene clustering used on this video
 
     @property
     def fps(self) -> Fraction:
@@ -262,6 +263,7 @@ VIDEO_SCHEMA = pa.schema(
         ("partial", pa.bool_()),
         ("partial_reason", pa.string()),
         ("duplicate_of", pa.string()),
+        ("scene_threshold", pa.float32()),
     ]
 )
 

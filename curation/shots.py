@@ -14,7 +14,11 @@ while decoding, in bounded memory).
   ``_GRADUAL_MIN_FRAMES`` frames.
 - ``hybrid``: PySceneDetect's cuts, TransNetV2's gradual transitions (PySceneDetect cuts inside them are
   dropped) and the TransNetV2 cuts it is confident about (``shots.transnet_confident``).
-- ``auto``: TransNetV2 on CUDA, PySceneDetect on CPU (TransNetV2 runs at tens of frames/s on a CPU).
+- ``cascade``: ``hybrid`` with TransNetV2 run only on the windows ``GradualCandidates`` passes (a cheap
+  dissolve/fade test on the window's 48x27 frames); elsewhere PySceneDetect's cuts stand alone. On real
+  footage the test passes ~14% of windows, every window holding a gradual transition of the benchmark set
+  (benchmarks/shot_accuracy.py --real, BENCHMARKS.md).
+- ``auto``: TransNetV2 on CUDA, ``cascade`` on CPU (TransNetV2 runs at tens of frames/s on a CPU).
 
 A boundary's ``frame`` is the first frame of the new shot; a gradual transition's boundary is its middle
 frame. Boundaries closer than ``shots.min_shot_s`` seconds (at least ``shots.min_shot_frames`` frames) to
@@ -60,6 +64,10 @@ _TN_RUN_LOW = 0.3  # a transition extends over frames where the many-hot head pa
 _TN_GAP = 4  # ... bridging up to this many quiet frames (the black middle of a fade)
 _GRADUAL_MIN_FRAMES = 5  # it is gradual when it spans at least this many frames (hard cuts span 1-2)
 _TN_CORE = 0.5  # ... and its many-hot probabilities sum to at least _TN_CORE * _GRADUAL_MIN_FRAMES
+_CAND_SPAN = 8  # cascade: frames over which a gradual transition must change the picture ...
+_CAND_STEP_SHARE = 0.5  # ... with no single frame-to-frame step carrying this share of that change
+_CAND_LINEAR = 0.3  # ... and the middle frame within this share of that change of the mean of the ends
+_CAND_DARK = 24.0  # cascade: a frame this dark (mean luma) between brighter ones may be the middle of a fade
 _MERGE_FRAMES = 2  # hybrid: a PySceneDetect cut this close to a TransNetV2 transition is the same one
 _RESERVOIR_FRAMES = 32  # keyframe candidates kept per shot (the middle is exact for shots up to this long)
 _PREFETCH_FRAMES = 16  # decoded frames queued ahead of detection
@@ -180,11 +188,54 @@ def load_transnet(device: str) -> Any:
     return model.eval()
 
 
-class TransNetBoundaries:
-    """TransNetV2 fed 48x27 frames in its overlapping 100-frame windows, one window per 50 frames."""
+class GradualCandidates:
+    """Cheap test of a TransNetV2 window: may its predicted frames hold a gradual transition?
 
-    def __init__(self, config: ShotsConfig, model: Any):
+    On the window's own 48x27 frames, as mean absolute luma differences (0-255), a window passes when
+    - a dissolve may be in it: the picture changes by ``min_change`` between frames ``_CAND_SPAN`` apart,
+      no single step between neighbouring frames carries ``_CAND_STEP_SHARE`` of that change (a hard cut
+      does: PySceneDetect finds those; the twin comparison of Zhang, Kankanhalli and Smoliar, "Automatic
+      partitioning of full-motion video", 1993), and the middle frame is close to the mean of the two ends
+      (``linearity``: a dissolve is a linear mix of two shots, a camera pan is not; Lienhart, "Comparison of
+      automatic shot boundary detection algorithms", 1999), or
+    - a fade may be in it: a near-black frame (mean luma below ``_CAND_DARK``) that frames within
+      ``_CAND_SPAN`` of it are ``min_change`` brighter than.
+    ``judged`` / ``skipped`` count windows (50 predicted frames each).
+    """
+
+    def __init__(self, min_change: float, linearity: float = _CAND_LINEAR):
+        self.min_change = min_change
+        self.linearity = linearity
+        self.judged = 0
+        self.skipped = 0
+
+    def __call__(self, window: np.ndarray) -> bool:
+        """``window`` (100, 27, 48, 3) uint8; its predicted frames are ``[_TN_CONTEXT, _TN_CONTEXT + _TN_STEP)``."""
+        k = _CAND_SPAN
+        luma = window[_TN_CONTEXT - k : _TN_CONTEXT + _TN_STEP + k].astype(np.float32).mean(axis=-1)
+        step = np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2))  # step[t]: frame t -> t + 1
+        far = np.abs(luma[k:] - luma[:-k]).mean(axis=(1, 2))  # far[t]: frame t -> t + k
+        mixed = np.abs(luma[k // 2 : k // 2 + len(far)] - (luma[k:] + luma[:-k]) / 2).mean(axis=(1, 2))
+        biggest_step = np.lib.stride_tricks.sliding_window_view(step, k).max(axis=1)
+        dissolve = (far >= self.min_change) & (biggest_step < _CAND_STEP_SHARE * far) & (mixed < self.linearity * far)
+        mean = luma.mean(axis=(1, 2))
+        brightest_near = np.lib.stride_tricks.sliding_window_view(mean, 2 * k + 1).max(axis=1)
+        fade = (mean[k:-k] < _CAND_DARK) & (brightest_near - mean[k:-k] >= self.min_change)
+        hit = bool(dissolve.any() or fade.any())
+        self.judged += hit
+        self.skipped += not hit
+        return hit
+
+
+class TransNetBoundaries:
+    """TransNetV2 fed 48x27 frames in its overlapping 100-frame windows, one window per 50 frames.
+
+    With a ``gate`` (``cascade``), a window the gate rejects is not run: its frames count as no transition.
+    """
+
+    def __init__(self, config: ShotsConfig, model: Any, gate: GradualCandidates | None = None):
         self._model = model
+        self._gate = gate
         self._threshold = config.transnet_threshold
         self._window: list[np.ndarray] = []  # 48x27 frames of the next window, context padding included
         self._n_fed = 0
@@ -214,12 +265,16 @@ class TransNetBoundaries:
     def _predict(self) -> list[Boundary]:
         import torch
 
-        x = torch.from_numpy(np.stack(self._window[:_TN_WINDOW]))[None].to(self._model.device)
+        window = np.stack(self._window[:_TN_WINDOW])
+        n = min(_TN_STEP, self._n_fed - self._n_predicted)
+        del self._window[:_TN_STEP]
+        if self._gate is not None and not self._gate(window):
+            quiet = np.zeros(n, np.float32)
+            return self.push_predictions(quiet, quiet)
+        x = torch.from_numpy(window)[None].to(self._model.device)
         with torch.inference_mode():
             single, many = self._model.predict_raw(x)
         keep = slice(_TN_CONTEXT, _TN_CONTEXT + _TN_STEP)
-        n = min(_TN_STEP, self._n_fed - self._n_predicted)
-        del self._window[:_TN_STEP]
         single, many = (p[0, keep, 0][:n].float().cpu().numpy() for p in (single, many))
         return self.push_predictions(single, many)
 
@@ -565,9 +620,10 @@ class ShotSplitter(Stage):
         self.device = resolve_device(cfg.device)
         backend = cfg.backend
         if backend == "auto":
-            backend = "transnetv2" if self.device.startswith("cuda") else "scenedetect"
+            backend = "transnetv2" if self.device.startswith("cuda") else "cascade"
         self.backend = backend
-        self._model = load_transnet(self.device) if backend in ("transnetv2", "hybrid") else None
+        self._model = load_transnet(self.device) if backend in ("transnetv2", "hybrid", "cascade") else None
+        self._gate: GradualCandidates | None = None  # the cascade gate of the detector made last
         self.score_seconds = 0.0  # time spent on motion scores (curation/scores.py), not a counter: timings vary
 
     def make_detector(self, fps: Fraction) -> BoundaryDetector:
@@ -578,7 +634,9 @@ class ShotSplitter(Stage):
         elif self.backend == "transnetv2":
             det = TransNetBoundaries(cfg, self._model)
         else:
-            cuts, transnet = SceneDetectBoundaries(cfg, fps), TransNetBoundaries(cfg, self._model)
+            gate = GradualCandidates(cfg.cascade_min_change) if self.backend == "cascade" else None
+            self._gate = gate
+            cuts, transnet = SceneDetectBoundaries(cfg, fps), TransNetBoundaries(cfg, self._model, gate)
             det = HybridBoundaries(cuts, transnet, cfg.transnet_confident)
         return _MinShotFilter(det, min_shot_frames(cfg, fps))
 
@@ -610,6 +668,9 @@ class ShotSplitter(Stage):
             raise UnreadableVideo(f"{video.uri}: no frame could be decoded", reason="no-frames")
         frames.report.apply(video)  # decoded frame count, duration and rate replace the container's claims
         builder.finish(detector.finish())
+        if self._gate is not None:  # windows of 50 frames TransNetV2 judged / skipped
+            self.stats.counts["transnet_windows"] += self._gate.judged
+            self.stats.counts["transnet_windows_skipped"] += self._gate.skipped
         unit.shots, unit.keyframes = builder.shots, builder.keyframes
         if video.partial:
             self._drop_damaged(unit)

