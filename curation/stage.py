@@ -58,9 +58,9 @@ class VideoUnit:
     keyframes: list[list[Keyframe]] = field(default_factory=list)  # per shot, in frame order
     embeddings: np.ndarray | None = None  # (n_shots, D) float32, L2-normalised shot embeddings
     embedder: str = ""  # kind of embedder that made them: open_clip | fallback
-    keyframe_embeddings: list[np.ndarray] | None = None  # per shot (n_keyframes, D), L2-normalised
     scenes: list[SceneRecord] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)  # shots and scenes dropped on the way
+    keyframe_embeddings: list[np.ndarray] | None = None  # per shot (n_keyframes, D), L2-normalised
 
     @property
     def item_id(self) -> str:
