@@ -265,3 +265,113 @@ def test_lora_fine_tuning_trains_adapters_and_exports_merged_weights(latents, tm
     run_training(cfg)
     CacheGuidedWan.from_pretrained(str(tmp_path / "model"))
     run_training(_config(tmp_path, latents, max_steps=4).model_copy(update={"model": m}))  # resumes strictly
+
+
+def _scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_logs_and_held_out_validation(latents, tmp_path):
+    from training.data import LatentDataset as Dataset
+    from training.validation import held_out_scenes, validation_loss, validation_samples
+
+    def config(out):
+        cfg = _config(out, latents, max_steps=5)
+        cfg.validation.every_steps, cfg.validation.scenes = 2, 1
+        return cfg
+
+    history = run_training(config(tmp_path / "a"))
+    scalars = _scalars(tmp_path / "a")
+    expected = {"loss/all", "loss/temporal", "loss/both", "lr", "grad_norm", "tokens_per_s", "samples_per_s"}
+    assert expected | {"val/loss/all", "val/loss/temporal", "val/loss/shot"} <= set(scalars)
+    assert [s for s, _ in scalars["loss/all"]] == [2, 4, 5]  # log_every=2 and the last step
+    assert [v for _, v in scalars["lr"]] == pytest.approx([history[i]["lr"] for i in (1, 3, 4)])
+    assert all(v > 0 for _, v in scalars["tokens_per_s"] + scalars["samples_per_s"])
+    val = [json.loads(x) for x in (tmp_path / "a" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val] == [2, 4, 5]
+    assert [v for _, v in scalars["val/loss/all"]] == pytest.approx([r["val/loss/all"] for r in val])
+
+    # deterministic: another run gives the same numbers, and they are the exported (EMA) weights' loss
+    assert (tmp_path / "a" / "validation.jsonl").read_text() == (
+        run_training(config(tmp_path / "b")) and (tmp_path / "b" / "validation.jsonl").read_text()
+    )
+    cfg = config(tmp_path / "a")
+    scenes = held_out_scenes(4, cfg)
+    assert len(scenes) == 1
+    model = CacheGuidedWan.from_pretrained(str(tmp_path / "a" / "model"))
+    samples = validation_samples(
+        cfg,
+        scenes,
+        {
+            "history_frames": model.schedule_capacity,
+            "shot_t_range": model.config.shot_cache_t_range,
+            "temporal_t_range": model.config.temporal_cache_t_range,
+        },
+    )
+    assert {s.scene for s in samples} == {Dataset(latents).scenes[scenes[0]][1]}
+    again = validation_loss(model, samples, torch.device("cpu"), torch.autocast("cpu", enabled=False), cfg.seed)
+    assert again == pytest.approx({k: v for k, v in val[-1].items() if k != "step"}, rel=1e-5)
+
+
+def test_held_out_scenes_are_never_trained_on(latents):
+    ds = LatentDataset(latents)
+    held = {ds.array(3, f"{k:03d}.keyframe.npy").tobytes() for k in range(3)}
+    d = DataConfig(latents=latents, chunk_frames=2, shot_cache_size=2, text_len=16, negative_rate=0.5)
+    stream = SampleStream(ds, d, CurriculumConfig(stage2_step=0), 7, (100, 400), (0, 100), scenes=[0, 1, 2])
+    samples = [stream.next(step=0) for _ in range(60)]
+    assert {s.scene for s in samples} == {ds.scenes[i][1] for i in (0, 1, 2)}
+    negatives = [e.tobytes() for s in samples for e, neg in zip(s.shot_cache, s.negatives) if neg]
+    assert negatives and not held & set(negatives)
+
+
+def test_prefetch_gives_the_same_samples_and_resumes_exactly(latents, tmp_path):
+    def config(out, prefetch, **optim):
+        cfg = _config(out, latents, **optim)
+        cfg.data.prefetch, cfg.log.tensorboard = prefetch, False
+        return cfg
+
+    inline = run_training(config(tmp_path / "inline", 0))
+    ahead = run_training(config(tmp_path / "ahead", 4))
+    assert [r["loss"] for r in ahead] == [r["loss"] for r in inline]
+    assert [r["modes"] for r in ahead] == [r["modes"] for r in inline]
+    # interrupted after the step-3 checkpoint with the prefetch thread ahead; a line of an unsaved step 4
+    first = run_training(config(tmp_path / "split", 3, max_steps=3))
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": 0.0}) + "\n")
+    rest = run_training(config(tmp_path / "split", 0))
+    assert [r["loss"] for r in first + rest] == [r["loss"] for r in inline]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_wandb_asked_for_but_not_installed_is_refused_at_start(latents, tmp_path, monkeypatch):
+    import importlib.util
+
+    from curation.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    cfg = _config(tmp_path, latents)
+    cfg.log.wandb = True
+    with pytest.raises(ConfigError, match="wandb is not installed"):
+        run_training(cfg)
+    assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_sequence_tokens_counts_the_packed_sequence(latents):
+    model = CacheGuidedWan.from_preset("tiny")
+    stream = _stream(latents)
+    rng = np.random.default_rng(0)
+    for mode in ("none", "temporal", "shot", "both"):
+        s = stream.build(0, mode, rng)
+        b = sample_to_batch(s, torch.device("cpu"))
+        packed = model.pack(b["target"], b["timestep"], b["temporal"], b["temporal_timestep"], b["shot_cache"], 1.0)
+        assert model.sequence_tokens(s.target.shape, s.temporal.shape[1], len(s.shot_cache)) == packed.hidden.shape[1]
+    # history beyond the smallest levels: compressed levels with padding
+    for frames in range(1, model.schedule_capacity + 3):
+        packed = model.pack(torch.zeros(1, 4, 2, 4, 4), 1.0, torch.zeros(1, 4, frames, 4, 4), 1.0)
+        assert model.sequence_tokens((2, 4, 4), frames) == packed.hidden.shape[1], frames

@@ -66,6 +66,13 @@ class DataConfig(Section):
     timestep_shift: float = Field(
         5.0, gt=0, description="Shift of the target timestep distribution (Wan uses 5 at 480p)."
     )
+    prefetch: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Samples read and built ahead of the GPU by a background thread (pinned host memory on "
+        "CUDA); 0 builds each sample in the training loop. Samples are the same either way (exact resume).",
+    )
 
 
 class CurriculumConfig(Section):
@@ -106,6 +113,38 @@ class OptimConfig(Section):
     )
 
 
+class LogConfig(Section):
+    tensorboard: bool = Field(
+        True,
+        description="TensorBoard event files in <out_dir>/tensorboard (rank 0): loss per cache mode, lr, grad "
+        "norm, tokens/s, samples/s, validation losses.",
+    )
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs `pip install wandb`).")
+    wandb_project: str = Field("filmweaver", description="wandb project of the run (log.wandb=true).")
+
+
+class ValidationConfig(Section):
+    every_steps: int = Field(
+        0,
+        ge=0,
+        description="Held-out flow-matching loss every N optimizer steps and at the last step (EMA weights, "
+        "fixed samples and noise) to validation.jsonl and the logs; 0 turns validation off.",
+    )
+    scenes: int = Field(
+        2,
+        ge=1,
+        le=10_000,
+        description="Scenes held out of training for validation (a seeded pick); each gives one sample per "
+        "cache mode it can make.",
+    )
+    sample: bool = Field(
+        False,
+        description="Also sample a short MP4 per validation scene into <out_dir>/validation/step_NNNNNN/ with "
+        "the sampler (loads the VAE and text encoder the latents were made with; slow on big models).",
+    )
+    sample_steps: int = Field(10, ge=1, le=1000, description="Denoising steps of the validation MP4s.")
+
+
 class DistributedConfig(Section):
     num_workers: int = Field(1, ge=1, description="Ray Train workers; 1 runs the loop in this process without Ray.")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Data parallel strategy for Ray Train workers.")
@@ -129,6 +168,8 @@ class TrainConfig(Section):
     curriculum: CurriculumConfig = CurriculumConfig()
     optim: OptimConfig = OptimConfig()
     distributed: DistributedConfig = DistributedConfig()
+    log: LogConfig = LogConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
     def _both_stages_run(self) -> TrainConfig:
