@@ -375,3 +375,22 @@ def test_sequence_tokens_counts_the_packed_sequence(latents):
     for frames in range(1, model.schedule_capacity + 3):
         packed = model.pack(torch.zeros(1, 4, 2, 4, 4), 1.0, torch.zeros(1, 4, frames, 4, 4), 1.0)
         assert model.sequence_tokens((2, 4, 4), frames) == packed.hidden.shape[1], frames
+
+
+def test_validation_samples_videos_with_the_sampler(latents, tmp_path):
+    import av
+
+    cfg = _config(tmp_path, latents, max_steps=3)
+    cfg.validation.every_steps, cfg.validation.scenes, cfg.validation.sample = 2, 1, True
+    cfg.validation.sample_steps, cfg.log.tensorboard = 2, False
+    run_training(cfg)
+    folder = tmp_path / "validation" / "step_000002"
+    rows = json.loads((folder / "samples.json").read_text())
+    assert len(rows) == 1 and rows[0]["mode"] == "shot"  # the scene's other shots' keyframes as the shot cache
+    with av.open(str(folder / rows[0]["video"])) as f:
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    assert len(frames) == 1 + 4 * (2 - 1) and frames[0].shape == (32, 32, 3)  # one chunk of 2 latents
+    val = [json.loads(x) for x in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val] == [2, 3] and (tmp_path / "validation" / "step_000003" / "samples.json").is_file()
+    with pytest.raises(ValueError, match="does not run under FSDP"):
+        TrainConfig(validation={"sample": True}, distributed={"num_workers": 2, "strategy": "fsdp"})

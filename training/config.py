@@ -179,6 +179,11 @@ class TrainConfig(Section):
                 "stage 2 (shot cache) would never run; lower curriculum.stage2_step (a temporal-only run sets "
                 "curriculum.stage2_mix={temporal: 1})"
             )
+        if self.validation.sample and self.distributed.strategy == "fsdp" and self.distributed.num_workers > 1:
+            raise ValueError(
+                "validation.sample=true needs the full model on rank 0 and does not run under FSDP: set "
+                "validation.sample=false (the validation loss still runs) or distributed.strategy=ddp"
+            )
         return self
 
 

@@ -41,6 +41,7 @@ from .prefetch import PrefetchedStream, sample_tensors
 from .run_log import RunLog, check_loggers
 from .validation import (
     VALIDATION_LOG,
+    ValidationVideos,
     append_validation,
     held_out_scenes,
     truncate_log,
@@ -367,6 +368,8 @@ def train_loop(
         **stream_args,
     )
     val_samples = validation_samples(cfg, held_out, stream_args) if held_out else []
+    sample_videos = held_out and cfg.validation.sample and rank == 0
+    videos = ValidationVideos(cfg, held_out, inner, device) if sample_videos else None
     step = 0
     ckpt = latest_checkpoint(cfg.out_dir) if cfg.resume else None
     if ckpt is not None:
@@ -465,6 +468,8 @@ def train_loop(
             if val_samples and (step % cfg.validation.every_steps == 0 or step == o.max_steps):
                 with ema.applied(model) if ema is not None else contextlib.nullcontext():
                     val = validation_loss(model, val_samples, device, autocast, cfg.seed)
+                    if videos is not None:
+                        val.update(videos.write(step))
                 if rank == 0:
                     log.info("step %d validation %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(val.items())))
                     append_validation(cfg.out_dir, step, val)
