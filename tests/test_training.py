@@ -1,5 +1,6 @@
 """Training data and trainer on a tiny latent dataset made from synthetic scene shards (CPU)."""
 
+import copy
 import json
 import os
 
@@ -394,3 +395,37 @@ def test_validation_samples_videos_with_the_sampler(latents, tmp_path):
     assert [r["step"] for r in val] == [2, 3] and (tmp_path / "validation" / "step_000003" / "samples.json").is_file()
     with pytest.raises(ValueError, match="does not run under FSDP"):
         TrainConfig(validation={"sample": True}, distributed={"num_workers": 2, "strategy": "fsdp"})
+
+
+def test_micro_batches_share_a_layout_and_lose_no_sample(latents):
+    from training.batching import BatchStream, layout
+
+    stream = _stream(latents, seed=3)
+    plain = [stream.next(step=0) for _ in range(40)]
+    batches = BatchStream(_stream(latents, seed=3), size=3)
+    out = [batches.next(step=0) for _ in range(10)]
+    assert all(len({layout(s) for s in b}) == 1 and 1 <= len(b) <= 3 for b in out)
+    assert sum(len(b) == 3 for b in out) >= 5
+    drawn = [s for b in out for s in b] + batches.pending
+    key = [(s.scene, s.shot, s.mode, s.timestep) for s in drawn]
+    assert sorted(key) == sorted((s.scene, s.shot, s.mode, s.timestep) for s in plain[: len(key)])
+    assert len(set(key)) == len(key)  # nothing drawn twice
+    refiled = BatchStream(_stream(latents, seed=3), size=3)
+    refiled.pending, refiled.state = batches.pending, copy.deepcopy(batches.state)  # as a checkpoint restores
+    assert [s.timestep for s in refiled.next(step=0)] == [s.timestep for s in batches.next(step=0)]
+
+
+def test_micro_batches_train_and_resume_exactly(latents, tmp_path):
+    def config(out, **optim):
+        cfg = _config(out, latents, micro_batch=2, **optim)
+        cfg.log.tensorboard = False
+        return cfg
+
+    full = run_training(config(tmp_path / "full"))
+    assert all(len(r["modes"]) >= 2 for r in full) and max(len(r["modes"]) for r in full) == 4
+    first = run_training(config(tmp_path / "split", max_steps=3))
+    state = torch.load(tmp_path / "split" / "checkpoints" / "step-00000003" / "state.pt", weights_only=False)
+    assert state["pending"][0]  # samples waiting in their buckets are part of the saved position
+    rest = run_training(config(tmp_path / "split"))
+    assert [r["loss"] for r in first + rest] == [r["loss"] for r in full]
+    assert [r["modes"] for r in first + rest] == [r["modes"] for r in full]

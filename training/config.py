@@ -106,7 +106,15 @@ class OptimConfig(Section):
     )
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of lr.")
     max_steps: int = Field(1000, ge=1, description="Optimizer steps of the run.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches (one sample each) accumulated per optimizer step.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    micro_batch: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Samples per forward pass, all of one latent layout (target shape, temporal-cache length, "
+        "shot-cache size): samples wait in per-layout buckets until one is full (or, past 4x this many "
+        "waiting, the fullest goes as it is). 1: one sample per pass.",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 disables.")
     ema_decay: float = Field(
         0.999, ge=0, lt=1, description="EMA decay of the weights kept for sampling; 0 disables EMA."

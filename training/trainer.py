@@ -1,14 +1,17 @@
 """The training loop: one function, top to bottom, run in one process or per Ray Train worker.
 
-Per optimizer step: ``grad_accum`` micro-batches of one sample each (cache layouts differ between samples),
-forward under autocast, flow-matching loss on the target tokens, backward; then clip, AdamW step, warmup
-schedule, EMA update, logging (overall and per cache mode), periodic checkpoints. Noise is drawn from a
-generator seeded by ``(seed, rank, step, micro)`` and samples are a function of the stream position, so a
-resumed run reproduces the uninterrupted loss curve exactly.
+Per optimizer step: ``grad_accum`` micro-batches of ``micro_batch`` samples of one latent layout each
+(``batching.BatchStream``; built ahead by a background thread, ``prefetch.PrefetchedStream``), forward under
+autocast, flow-matching loss on the target tokens, backward; then clip, AdamW step, warmup and decay schedule,
+EMA update, logging (overall and per cache mode; ``run_log``), validation (``validation``), periodic
+checkpoints. Noise is drawn from a generator seeded by ``(seed, rank, step, micro)`` and batches are a function
+of the stream position (waiting samples included), so a resumed run reproduces the uninterrupted loss curve
+exactly.
 
 Run folder: ``checkpoints/step-NNNNNNNN/state.pt`` (model, optimizer, scheduler, EMA, data position and RNG
-states of every rank), ``metrics.jsonl`` (one line per step, written by rank 0) and ``model/`` (the final
-EMA weights, loadable with ``CacheGuidedWan.from_pretrained``).
+states of every rank), ``metrics.jsonl`` (one line per step, written by rank 0), ``tensorboard/`` (event
+files), ``validation.jsonl`` and ``validation/step_NNNNNN/`` (held-out loss and sampled MP4s) and ``model/``
+(the final EMA weights, loadable with ``CacheGuidedWan.from_pretrained``).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ import torch.nn.functional as F
 
 from curation.errors import ConfigError
 
+from .batching import BatchStream
 from .config import SAMPLING_DEFAULTS_FILE, ModelConfig, OptimConfig, TrainConfig
 from .data import LATENT_INDEX, LatentDataset, SampleStream, StreamState, TrainingSample
 from .flow import add_noise, velocity_target
 from .model import CacheGuidedWan, build_model
-from .prefetch import PrefetchedStream, sample_tensors
+from .prefetch import PrefetchedStream, batch_tensors, sample_tensors
 from .run_log import RunLog, check_loggers
 from .validation import (
     VALIDATION_LOG,
@@ -94,14 +98,17 @@ def sample_to_batch(sample: TrainingSample, device: torch.device) -> dict[str, t
     return {k: v.to(device) for k, v in sample_tensors(sample).items()}
 
 
-def _built(stream: SampleStream, step: int) -> tuple[TrainingSample, dict[str, torch.Tensor]]:
-    """The next sample of ``stream`` and its CPU tensors, built in the loop (``data.prefetch=0``)."""
-    sample = stream.next(step)
-    return sample, sample_tensors(sample)
+def _built(batches: BatchStream, step: int) -> tuple[list[TrainingSample], dict[str, torch.Tensor]]:
+    """The next micro-batch of ``batches`` and its CPU tensors, built in the loop (``data.prefetch=0``)."""
+    samples = batches.next(step)
+    return samples, batch_tensors(samples)
 
 
-def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
-    """MSE between the predicted and true velocity on target tokens; caches are noised at their levels."""
+def flow_matching_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator, per_sample: bool = False
+) -> torch.Tensor:
+    """MSE between the predicted and true velocity on target tokens; caches are noised at their levels.
+    A scalar, or with ``per_sample`` the (B,) MSE of each sample of the batch."""
 
     def noise(x: torch.Tensor) -> torch.Tensor:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -118,6 +125,8 @@ def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g
         shot_cache=add_noise(shots, noise(shots), batch["shot_timesteps"]),
         shot_timestep=batch["shot_timesteps"],
     )
+    if per_sample:
+        return F.mse_loss(pred.float(), velocity_target(x0, eps).float(), reduction="none").flatten(1).mean(1)
     return F.mse_loss(pred.float(), velocity_target(x0, eps).float())
 
 
@@ -226,6 +235,7 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cf
     """Write ``state.pt`` (rank 0) with every rank's data position and RNG; EMA shards per rank under FSDP."""
     model_state, optim_state = _full_state(model, optimizer)
     streams = _gather(dataclasses.asdict(stream.state), world_size)
+    pending = _gather(stream.pending, world_size)
     rngs = _gather(_rng_state(), world_size)
     fsdp = cfg.distributed.strategy == "fsdp" and world_size > 1
     if fsdp and ema is not None:
@@ -240,6 +250,7 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cf
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None and not fsdp else None,
             "streams": streams,
+            "pending": pending,
             "rng": rngs,
             "world_size": world_size,
             "config": cfg.model_dump(mode="json"),
@@ -307,6 +318,7 @@ def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: Tra
         fsdp_file = os.path.join(ckpt_dir, f"ema-rank{rank}.pt")
         ema.load_state_dict(state["ema"] if state["ema"] is not None else torch.load(fsdp_file, weights_only=True))
     stream.state = StreamState(**state["streams"][rank])
+    stream.pending = state.get("pending", [[]] * world_size)[rank]
     _set_rng_state(state["rng"][rank])
     log.info("resumed from %s at step %d", ckpt_dir, state["step"])
     return int(state["step"])
@@ -367,13 +379,14 @@ def train_loop(
         scenes=[i for i in range(len(dataset)) if i not in set(held_out)] if held_out else None,
         **stream_args,
     )
+    batches = BatchStream(stream, o.micro_batch)
     val_samples = validation_samples(cfg, held_out, stream_args) if held_out else []
     sample_videos = held_out and cfg.validation.sample and rank == 0
     videos = ValidationVideos(cfg, held_out, inner, device) if sample_videos else None
     step = 0
     ckpt = latest_checkpoint(cfg.out_dir) if cfg.resume else None
     if ckpt is not None:
-        step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+        step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, batches, cfg, rank, world_size)
         # the schedule follows this run's config (e.g. a longer max_steps), not the one the checkpoint was saved under
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = base * lr_factor(step, o)
@@ -387,7 +400,7 @@ def train_loop(
             truncate_log(path, step)
     run_log = RunLog(cfg, rank, start_step=step)
     source = (
-        PrefetchedStream(stream, step, o.grad_accum, cfg.data.prefetch, pin=device.type == "cuda")
+        PrefetchedStream(batches, step, o.grad_accum, cfg.data.prefetch, pin=device.type == "cuda")
         if cfg.data.prefetch
         else None
     )
@@ -408,19 +421,20 @@ def train_loop(
         while step < o.max_steps:
             modes, losses = [], []
             for micro in range(o.grad_accum):
-                sample, tensors = source.next(step) if source is not None else _built(stream, step)
+                samples, tensors = source.next(step) if source is not None else _built(batches, step)
                 batch = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
                 seed = int(np.random.SeedSequence([cfg.seed, rank, step, micro]).generate_state(1)[0])
                 gen = torch.Generator(device).manual_seed(seed)
                 sync = micro == o.grad_accum - 1 or not hasattr(model, "no_sync")
                 with contextlib.nullcontext() if sync else model.no_sync(), autocast:
-                    loss = flow_matching_loss(model, batch, gen)
-                (loss / o.grad_accum).backward()
-                modes.append(sample.mode)
-                losses.append(loss.item())
-                window_samples += 1
-                window_tokens += inner.sequence_tokens(
-                    sample.target.shape, sample.temporal.shape[1], len(sample.shot_cache)
+                    per_sample = flow_matching_loss(model, batch, gen, per_sample=True)
+                (per_sample.mean() / o.grad_accum).backward()
+                modes.extend(s.mode for s in samples)
+                losses.extend(per_sample.tolist())
+                window_samples += len(samples)
+                first = samples[0]
+                window_tokens += len(samples) * inner.sequence_tokens(
+                    first.target.shape, first.temporal.shape[1], len(first.shot_cache)
                 )
             grad_norm = clip_gradients(model, o.grad_clip)
             optimizer.step()
@@ -476,7 +490,7 @@ def train_loop(
                 run_log.scalars(step, val)
             if step % cfg.checkpoint_every == 0 or step == o.max_steps:
                 ckpt_dir = os.path.join(cfg.out_dir, "checkpoints", f"step-{step:08d}")
-                position = source if source is not None else stream
+                position = source if source is not None else batches
                 save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, position, cfg, rank, world_size)
     finally:
         if source is not None:
