@@ -330,23 +330,30 @@ def test_held_out_scenes_are_never_trained_on(latents):
 
 
 def test_prefetch_gives_the_same_samples_and_resumes_exactly(latents, tmp_path):
-    def config(out, prefetch, **optim):
+    def config(out, prefetch, tensorboard=False, **optim):
         cfg = _config(out, latents, **optim)
-        cfg.data.prefetch, cfg.log.tensorboard = prefetch, False
+        cfg.data.prefetch, cfg.log.tensorboard = prefetch, tensorboard
         return cfg
 
     inline = run_training(config(tmp_path / "inline", 0))
     ahead = run_training(config(tmp_path / "ahead", 4))
     assert [r["loss"] for r in ahead] == [r["loss"] for r in inline]
     assert [r["modes"] for r in ahead] == [r["modes"] for r in inline]
-    # interrupted after the step-3 checkpoint with the prefetch thread ahead; a line of an unsaved step 4
-    first = run_training(config(tmp_path / "split", 3, max_steps=3))
+    # interrupted after the step-3 checkpoint with the prefetch thread ahead; logs of an unsaved step 4
+    first = run_training(config(tmp_path / "split", 3, tensorboard=True, max_steps=3))
     with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"step": 4, "loss": 0.0}) + "\n")
-    rest = run_training(config(tmp_path / "split", 0))
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "split" / "tensorboard")) as writer:
+        writer.add_scalar("loss/all", -1.0, 4)
+    rest = run_training(config(tmp_path / "split", 0, tensorboard=True))
     assert [r["loss"] for r in first + rest] == [r["loss"] for r in inline]
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert -1.0 not in [json.loads(x)["loss"] for x in lines]
+    logged = _scalars(tmp_path / "split")["loss/all"]
+    assert [s for s, _ in logged] == [2, 3, 4, 6] and all(v > 0 for _, v in logged)
 
 
 def test_wandb_asked_for_but_not_installed_is_refused_at_start(latents, tmp_path, monkeypatch):

@@ -70,8 +70,8 @@ class DataConfig(Section):
         2,
         ge=0,
         le=64,
-        description="Samples read and built ahead of the GPU by a background thread (pinned host memory on "
-        "CUDA); 0 builds each sample in the training loop. Samples are the same either way (exact resume).",
+        description="Micro-batches read and built ahead of the GPU by a background thread (pinned host memory "
+        "on CUDA); 0 builds each one in the training loop. Samples are the same either way (exact resume).",
     )
 
 

@@ -33,8 +33,8 @@ def check_loggers(cfg: TrainConfig) -> None:
 class RunLog:
     """Writes scalars at an optimizer step to the configured loggers (rank 0 only).
 
-    ``start_step`` is the step the run resumes from: TensorBoard events logged after it by an interrupted run
-    are purged, so a resumed run's curves have no duplicate points."""
+    ``start_step`` is the step the run starts or resumes from: TensorBoard events logged after it by an
+    interrupted run are purged, so a resumed run's curves have no duplicate points."""
 
     def __init__(self, cfg: TrainConfig, rank: int, start_step: int = 0):
         self.writer = self.wandb = None
@@ -43,9 +43,7 @@ class RunLog:
         if cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(
-                os.path.join(cfg.out_dir, TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None
-            )
+            self.writer = SummaryWriter(os.path.join(cfg.out_dir, TENSORBOARD_DIR), purge_step=start_step + 1)
         if cfg.log.wandb:
             import wandb
 
