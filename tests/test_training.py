@@ -1,5 +1,6 @@
 """Training data and trainer on a tiny latent dataset made from synthetic scene shards (CPU)."""
 
+import copy
 import json
 import os
 
@@ -265,3 +266,173 @@ def test_lora_fine_tuning_trains_adapters_and_exports_merged_weights(latents, tm
     run_training(cfg)
     CacheGuidedWan.from_pretrained(str(tmp_path / "model"))
     run_training(_config(tmp_path, latents, max_steps=4).model_copy(update={"model": m}))  # resumes strictly
+
+
+def _scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_logs_and_held_out_validation(latents, tmp_path):
+    from training.data import LatentDataset as Dataset
+    from training.validation import held_out_scenes, validation_loss, validation_samples
+
+    def config(out):
+        cfg = _config(out, latents, max_steps=5)
+        cfg.validation.every_steps, cfg.validation.scenes = 2, 1
+        return cfg
+
+    history = run_training(config(tmp_path / "a"))
+    scalars = _scalars(tmp_path / "a")
+    expected = {"loss/all", "loss/temporal", "loss/both", "lr", "grad_norm", "tokens_per_s", "samples_per_s"}
+    assert expected | {"val/loss/all", "val/loss/temporal", "val/loss/shot"} <= set(scalars)
+    assert [s for s, _ in scalars["loss/all"]] == [2, 4, 5]  # log_every=2 and the last step
+    assert [v for _, v in scalars["lr"]] == pytest.approx([history[i]["lr"] for i in (1, 3, 4)])
+    assert all(v > 0 for _, v in scalars["tokens_per_s"] + scalars["samples_per_s"])
+    val = [json.loads(x) for x in (tmp_path / "a" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val] == [2, 4, 5]
+    assert [v for _, v in scalars["val/loss/all"]] == pytest.approx([r["val/loss/all"] for r in val])
+
+    # deterministic: another run gives the same numbers, and they are the exported (EMA) weights' loss
+    assert (tmp_path / "a" / "validation.jsonl").read_text() == (
+        run_training(config(tmp_path / "b")) and (tmp_path / "b" / "validation.jsonl").read_text()
+    )
+    cfg = config(tmp_path / "a")
+    scenes = held_out_scenes(4, cfg)
+    assert len(scenes) == 1
+    model = CacheGuidedWan.from_pretrained(str(tmp_path / "a" / "model"))
+    samples = validation_samples(
+        cfg,
+        scenes,
+        {
+            "history_frames": model.schedule_capacity,
+            "shot_t_range": model.config.shot_cache_t_range,
+            "temporal_t_range": model.config.temporal_cache_t_range,
+        },
+    )
+    assert {s.scene for s in samples} == {Dataset(latents).scenes[scenes[0]][1]}
+    again = validation_loss(model, samples, torch.device("cpu"), torch.autocast("cpu", enabled=False), cfg.seed)
+    assert again == pytest.approx({k: v for k, v in val[-1].items() if k != "step"}, rel=1e-5)
+
+
+def test_held_out_scenes_are_never_trained_on(latents):
+    ds = LatentDataset(latents)
+    held = {ds.array(3, f"{k:03d}.keyframe.npy").tobytes() for k in range(3)}
+    d = DataConfig(latents=latents, chunk_frames=2, shot_cache_size=2, text_len=16, negative_rate=0.5)
+    stream = SampleStream(ds, d, CurriculumConfig(stage2_step=0), 7, (100, 400), (0, 100), scenes=[0, 1, 2])
+    samples = [stream.next(step=0) for _ in range(60)]
+    assert {s.scene for s in samples} == {ds.scenes[i][1] for i in (0, 1, 2)}
+    negatives = [e.tobytes() for s in samples for e, neg in zip(s.shot_cache, s.negatives) if neg]
+    assert negatives and not held & set(negatives)
+
+
+def test_prefetch_gives_the_same_samples_and_resumes_exactly(latents, tmp_path):
+    def config(out, prefetch, tensorboard=False, **optim):
+        cfg = _config(out, latents, **optim)
+        cfg.data.prefetch, cfg.log.tensorboard = prefetch, tensorboard
+        return cfg
+
+    inline = run_training(config(tmp_path / "inline", 0))
+    ahead = run_training(config(tmp_path / "ahead", 4))
+    assert [r["loss"] for r in ahead] == [r["loss"] for r in inline]
+    assert [r["modes"] for r in ahead] == [r["modes"] for r in inline]
+    # interrupted after the step-3 checkpoint with the prefetch thread ahead; logs of an unsaved step 4
+    first = run_training(config(tmp_path / "split", 3, tensorboard=True, max_steps=3))
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "split" / "tensorboard")) as writer:
+        writer.add_scalar("loss/all", -1.0, 4)
+    rest = run_training(config(tmp_path / "split", 0, tensorboard=True))
+    assert [r["loss"] for r in first + rest] == [r["loss"] for r in inline]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert -1.0 not in [json.loads(x)["loss"] for x in lines]
+    logged = _scalars(tmp_path / "split")["loss/all"]
+    assert [s for s, _ in logged] == [2, 3, 4, 6] and all(v > 0 for _, v in logged)
+
+
+def test_wandb_asked_for_but_not_installed_is_refused_at_start(latents, tmp_path, monkeypatch):
+    import importlib.util
+
+    from curation.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    cfg = _config(tmp_path, latents)
+    cfg.log.wandb = True
+    with pytest.raises(ConfigError, match="wandb is not installed"):
+        run_training(cfg)
+    assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_sequence_tokens_counts_the_packed_sequence(latents):
+    model = CacheGuidedWan.from_preset("tiny")
+    stream = _stream(latents)
+    rng = np.random.default_rng(0)
+    for mode in ("none", "temporal", "shot", "both"):
+        s = stream.build(0, mode, rng)
+        b = sample_to_batch(s, torch.device("cpu"))
+        packed = model.pack(b["target"], b["timestep"], b["temporal"], b["temporal_timestep"], b["shot_cache"], 1.0)
+        assert model.sequence_tokens(s.target.shape, s.temporal.shape[1], len(s.shot_cache)) == packed.hidden.shape[1]
+    # history beyond the smallest levels: compressed levels with padding
+    for frames in range(1, model.schedule_capacity + 3):
+        packed = model.pack(torch.zeros(1, 4, 2, 4, 4), 1.0, torch.zeros(1, 4, frames, 4, 4), 1.0)
+        assert model.sequence_tokens((2, 4, 4), frames) == packed.hidden.shape[1], frames
+
+
+def test_validation_samples_videos_with_the_sampler(latents, tmp_path):
+    import av
+
+    cfg = _config(tmp_path, latents, max_steps=3)
+    cfg.validation.every_steps, cfg.validation.scenes, cfg.validation.sample = 2, 1, True
+    cfg.validation.sample_steps, cfg.log.tensorboard = 2, False
+    run_training(cfg)
+    folder = tmp_path / "validation" / "step_000002"
+    rows = json.loads((folder / "samples.json").read_text())
+    assert len(rows) == 1 and rows[0]["mode"] == "shot"  # the scene's other shots' keyframes as the shot cache
+    with av.open(str(folder / rows[0]["video"])) as f:
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    assert len(frames) == 1 + 4 * (2 - 1) and frames[0].shape == (32, 32, 3)  # one chunk of 2 latents
+    val = [json.loads(x) for x in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val] == [2, 3] and (tmp_path / "validation" / "step_000003" / "samples.json").is_file()
+    with pytest.raises(ValueError, match="does not run under FSDP"):
+        TrainConfig(validation={"sample": True}, distributed={"num_workers": 2, "strategy": "fsdp"})
+
+
+def test_micro_batches_share_a_layout_and_lose_no_sample(latents):
+    from training.batching import BatchStream, layout
+
+    stream = _stream(latents, seed=3)
+    plain = [stream.next(step=0) for _ in range(40)]
+    batches = BatchStream(_stream(latents, seed=3), size=3)
+    out = [batches.next(step=0) for _ in range(10)]
+    assert all(len({layout(s) for s in b}) == 1 and 1 <= len(b) <= 3 for b in out)
+    assert sum(len(b) == 3 for b in out) >= 5
+    drawn = [s for b in out for s in b] + batches.pending
+    key = [(s.scene, s.shot, s.mode, s.timestep) for s in drawn]
+    assert sorted(key) == sorted((s.scene, s.shot, s.mode, s.timestep) for s in plain[: len(key)])
+    assert len(set(key)) == len(key)  # nothing drawn twice
+    refiled = BatchStream(_stream(latents, seed=3), size=3)
+    refiled.pending, refiled.state = batches.pending, copy.deepcopy(batches.state)  # as a checkpoint restores
+    assert [s.timestep for s in refiled.next(step=0)] == [s.timestep for s in batches.next(step=0)]
+
+
+def test_micro_batches_train_and_resume_exactly(latents, tmp_path):
+    def config(out, **optim):
+        cfg = _config(out, latents, micro_batch=2, **optim)
+        cfg.log.tensorboard = False
+        return cfg
+
+    full = run_training(config(tmp_path / "full"))
+    assert all(len(r["modes"]) >= 2 for r in full) and max(len(r["modes"]) for r in full) == 4
+    first = run_training(config(tmp_path / "split", max_steps=3))
+    state = torch.load(tmp_path / "split" / "checkpoints" / "step-00000003" / "state.pt", weights_only=False)
+    assert state["pending"][0]  # samples waiting in their buckets are part of the saved position
+    rest = run_training(config(tmp_path / "split"))
+    assert [r["loss"] for r in first + rest] == [r["loss"] for r in full]
+    assert [r["modes"] for r in first + rest] == [r["modes"] for r in full]

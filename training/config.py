@@ -66,6 +66,13 @@ class DataConfig(Section):
     timestep_shift: float = Field(
         5.0, gt=0, description="Shift of the target timestep distribution (Wan uses 5 at 480p)."
     )
+    prefetch: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Micro-batches read and built ahead of the GPU by a background thread (pinned host memory "
+        "on CUDA); 0 builds each one in the training loop. Samples are the same either way (exact resume).",
+    )
 
 
 class CurriculumConfig(Section):
@@ -99,11 +106,51 @@ class OptimConfig(Section):
     )
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a fraction of lr.")
     max_steps: int = Field(1000, ge=1, description="Optimizer steps of the run.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches (one sample each) accumulated per optimizer step.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    micro_batch: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Samples per forward pass, all of one latent layout (target shape, temporal-cache length, "
+        "shot-cache size): samples wait in per-layout buckets until one is full (or, past 4x this many "
+        "waiting, the fullest goes as it is). 1: one sample per pass.",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 disables.")
     ema_decay: float = Field(
         0.999, ge=0, lt=1, description="EMA decay of the weights kept for sampling; 0 disables EMA."
     )
+
+
+class LogConfig(Section):
+    tensorboard: bool = Field(
+        True,
+        description="TensorBoard event files in <out_dir>/tensorboard (rank 0): loss per cache mode, lr, grad "
+        "norm, tokens/s, samples/s, validation losses.",
+    )
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs `pip install wandb`).")
+    wandb_project: str = Field("filmweaver", description="wandb project of the run (log.wandb=true).")
+
+
+class ValidationConfig(Section):
+    every_steps: int = Field(
+        0,
+        ge=0,
+        description="Held-out flow-matching loss every N optimizer steps and at the last step (EMA weights, "
+        "fixed samples and noise) to validation.jsonl and the logs; 0 turns validation off.",
+    )
+    scenes: int = Field(
+        2,
+        ge=1,
+        le=10_000,
+        description="Scenes held out of training for validation (a seeded pick); each gives one sample per "
+        "cache mode it can make.",
+    )
+    sample: bool = Field(
+        False,
+        description="Also sample a short MP4 per validation scene into <out_dir>/validation/step_NNNNNN/ with "
+        "the sampler (loads the VAE and text encoder the latents were made with; slow on big models).",
+    )
+    sample_steps: int = Field(10, ge=1, le=1000, description="Denoising steps of the validation MP4s.")
 
 
 class DistributedConfig(Section):
@@ -129,6 +176,8 @@ class TrainConfig(Section):
     curriculum: CurriculumConfig = CurriculumConfig()
     optim: OptimConfig = OptimConfig()
     distributed: DistributedConfig = DistributedConfig()
+    log: LogConfig = LogConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
     def _both_stages_run(self) -> TrainConfig:
@@ -137,6 +186,11 @@ class TrainConfig(Section):
                 f"curriculum.stage2_step={self.curriculum.stage2_step} >= optim.max_steps={self.optim.max_steps}: "
                 "stage 2 (shot cache) would never run; lower curriculum.stage2_step (a temporal-only run sets "
                 "curriculum.stage2_mix={temporal: 1})"
+            )
+        if self.validation.sample and self.distributed.strategy == "fsdp" and self.distributed.num_workers > 1:
+            raise ValueError(
+                "validation.sample=true needs the full model on rank 0 and does not run under FSDP: set "
+                "validation.sample=false (the validation loss still runs) or distributed.strategy=ddp"
             )
         return self
 

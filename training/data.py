@@ -14,6 +14,7 @@ requested cache mode (too few shots or frames) is skipped and counted.
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import logging
@@ -139,8 +140,11 @@ class SampleStream:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        scenes: list[int] | None = None,
     ):
         self.ds, self.data, self.curriculum = dataset, data, curriculum
+        # the scenes this stream draws targets and negatives from (dataset indices); all by default
+        self.scenes = list(range(len(dataset))) if scenes is None else sorted(scenes)
         self.history_frames = history_frames
         self.shot_t_range, self.temporal_t_range = tuple(shot_t_range), tuple(temporal_t_range)
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -151,14 +155,14 @@ class SampleStream:
     def _epoch_order(self) -> list[int]:
         epoch = self.state.epoch
         if self._order is None or self._order[0] != epoch:
-            perm = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.ds))
-            self._order = (epoch, [int(i) for i in perm[self.rank :: self.world_size]])
+            perm = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.scenes))
+            self._order = (epoch, [self.scenes[int(i)] for i in perm[self.rank :: self.world_size]])
         return self._order[1]
 
     def _next_scene(self) -> int:
         order = self._epoch_order()
         if not order:
-            raise ConfigError(f"rank {self.rank} of {self.world_size} has no scenes ({len(self.ds)} in the dataset)")
+            raise ConfigError(f"rank {self.rank} of {self.world_size} has no scenes ({len(self.scenes)} to train on)")
         if self.state.cursor >= len(order):
             self.state.epoch += 1
             self.state.cursor = 0
@@ -170,7 +174,7 @@ class SampleStream:
         """The next sample, its cache mode chosen by the curriculum at optimizer ``step``."""
         rng = np.random.default_rng([self.seed, self.rank, self.state.samples, 11])
         mode = mode_for(step, self.curriculum, rng)
-        for _ in range(max(2 * len(self.ds), 8)):
+        for _ in range(max(2 * len(self.scenes), 8)):
             sample = self.build(self._next_scene(), mode, rng)
             if sample is not None:
                 self.state.samples += 1
@@ -220,10 +224,12 @@ class SampleStream:
             clip = self.ds.array(i, "clip.npy").astype(np.float32)
             others = [j for j in range(len(shots)) if j != k]
             sims = clip[others] @ self._query(i, k, clip)
+            pool, own = self.scenes, bisect.bisect_left(self.scenes, i)  # negatives: this stream's other scenes
+            inside = own < len(pool) and pool[own] == i
             for j in [others[o] for o in np.argsort(-sims, kind="stable")[: d.shot_cache_size]]:
-                if len(self.ds) > 1 and rng.random() < d.negative_rate:
-                    other = int(rng.integers(len(self.ds) - 1))
-                    other += other >= i
+                if len(pool) > 1 and rng.random() < d.negative_rate:
+                    other = int(rng.integers(len(pool) - inside))
+                    other = pool[other + (inside and other >= own)]
                     n_other = len(self.ds.record(other)["shots"])
                     refs.append(self.ds.array(other, f"{int(rng.integers(n_other)):03d}.keyframe.npy"))
                     negatives.append(True)

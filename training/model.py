@@ -306,6 +306,21 @@ class CacheGuidedWan(ModelMixin, ConfigMixin):
             target_grid=grid,
         )
 
+    def sequence_tokens(self, target_shape: Sequence[int], temporal_frames: int = 0, shot_entries: int = 0) -> int:
+        """Length of the sequence ``pack`` builds for target latents of ``target_shape`` (..., F, H, W), a
+        temporal cache of ``temporal_frames`` history frames and ``shot_entries`` keyframes of the target's
+        size: the tokens the transformer blocks process (for tokens/s and FLOP counts)."""
+        frames, height, width = (int(x) for x in target_shape[-3:])
+        pt, ph, pw = self.config.patch_size
+        tokens = (shot_entries * (1 // pt) + frames // pt) * (height // ph) * (width // pw)
+        end = min(temporal_frames, self.schedule_capacity)
+        for level_frames, kt, kh, kw in self.config.temporal_schedule:
+            n = min(int(level_frames), end)
+            if n > 0:
+                tokens += math.ceil(n / kt) * math.ceil(height / kh) * math.ceil(width / kw)
+            end -= n
+        return tokens
+
     # ------------------------------------------------------------------------------------------ forward
 
     def run_blocks(self, packed: PackedSequence, encoder_hidden_states: torch.Tensor):

@@ -1,14 +1,17 @@
 """The training loop: one function, top to bottom, run in one process or per Ray Train worker.
 
-Per optimizer step: ``grad_accum`` micro-batches of one sample each (cache layouts differ between samples),
-forward under autocast, flow-matching loss on the target tokens, backward; then clip, AdamW step, warmup
-schedule, EMA update, logging (overall and per cache mode), periodic checkpoints. Noise is drawn from a
-generator seeded by ``(seed, rank, step, micro)`` and samples are a function of the stream position, so a
-resumed run reproduces the uninterrupted loss curve exactly.
+Per optimizer step: ``grad_accum`` micro-batches of ``micro_batch`` samples of one latent layout each
+(``batching.BatchStream``; built ahead by a background thread, ``prefetch.PrefetchedStream``), forward under
+autocast, flow-matching loss on the target tokens, backward; then clip, AdamW step, warmup and decay schedule,
+EMA update, logging (overall and per cache mode; ``run_log``), validation (``validation``), periodic
+checkpoints. Noise is drawn from a generator seeded by ``(seed, rank, step, micro)`` and batches are a function
+of the stream position (waiting samples included), so a resumed run reproduces the uninterrupted loss curve
+exactly.
 
 Run folder: ``checkpoints/step-NNNNNNNN/state.pt`` (model, optimizer, scheduler, EMA, data position and RNG
-states of every rank), ``metrics.jsonl`` (one line per step, written by rank 0) and ``model/`` (the final
-EMA weights, loadable with ``CacheGuidedWan.from_pretrained``).
+states of every rank), ``metrics.jsonl`` (one line per step, written by rank 0), ``tensorboard/`` (event
+files), ``validation.jsonl`` and ``validation/step_NNNNNN/`` (held-out loss and sampled MP4s) and ``model/``
+(the final EMA weights, loadable with ``CacheGuidedWan.from_pretrained``).
 """
 
 from __future__ import annotations
@@ -33,10 +36,22 @@ import torch.nn.functional as F
 
 from curation.errors import ConfigError
 
+from .batching import BatchStream
 from .config import SAMPLING_DEFAULTS_FILE, ModelConfig, OptimConfig, TrainConfig
 from .data import LATENT_INDEX, LatentDataset, SampleStream, StreamState, TrainingSample
 from .flow import add_noise, velocity_target
 from .model import CacheGuidedWan, build_model
+from .prefetch import PrefetchedStream, batch_tensors, sample_tensors
+from .run_log import RunLog, check_loggers
+from .validation import (
+    VALIDATION_LOG,
+    ValidationVideos,
+    append_validation,
+    held_out_scenes,
+    truncate_log,
+    validation_loss,
+    validation_samples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +94,21 @@ class EMA:
 
 
 def sample_to_batch(sample: TrainingSample, device: torch.device) -> dict[str, torch.Tensor]:
-    """Tensors with a batch dimension of one for ``flow_matching_loss``."""
-
-    def t(x: Any) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)[None]
-
-    return {
-        "target": t(sample.target),
-        "temporal": t(sample.temporal),
-        "shot_cache": t(sample.shot_cache),
-        "text": t(sample.text),
-        "timestep": t(sample.timestep),
-        "temporal_timestep": t(sample.temporal_timestep),
-        "shot_timesteps": t(sample.shot_timesteps),
-    }
+    """Tensors with a batch dimension of one for ``flow_matching_loss`` (``prefetch.sample_tensors``) on ``device``."""
+    return {k: v.to(device) for k, v in sample_tensors(sample).items()}
 
 
-def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator):
-    """MSE between the predicted and true velocity on target tokens; caches are noised at their levels."""
+def _built(batches: BatchStream, step: int) -> tuple[list[TrainingSample], dict[str, torch.Tensor]]:
+    """The next micro-batch of ``batches`` and its CPU tensors, built in the loop (``data.prefetch=0``)."""
+    samples = batches.next(step)
+    return samples, batch_tensors(samples)
+
+
+def flow_matching_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator, per_sample: bool = False
+) -> torch.Tensor:
+    """MSE between the predicted and true velocity on target tokens; caches are noised at their levels.
+    A scalar, or with ``per_sample`` the (B,) MSE of each sample of the batch."""
 
     def noise(x: torch.Tensor) -> torch.Tensor:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -113,6 +125,8 @@ def flow_matching_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g
         shot_cache=add_noise(shots, noise(shots), batch["shot_timesteps"]),
         shot_timestep=batch["shot_timesteps"],
     )
+    if per_sample:
+        return F.mse_loss(pred.float(), velocity_target(x0, eps).float(), reduction="none").flatten(1).mean(1)
     return F.mse_loss(pred.float(), velocity_target(x0, eps).float())
 
 
@@ -221,6 +235,7 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cf
     """Write ``state.pt`` (rank 0) with every rank's data position and RNG; EMA shards per rank under FSDP."""
     model_state, optim_state = _full_state(model, optimizer)
     streams = _gather(dataclasses.asdict(stream.state), world_size)
+    pending = _gather(stream.pending, world_size)
     rngs = _gather(_rng_state(), world_size)
     fsdp = cfg.distributed.strategy == "fsdp" and world_size > 1
     if fsdp and ema is not None:
@@ -235,6 +250,7 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cf
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict() if ema is not None and not fsdp else None,
             "streams": streams,
+            "pending": pending,
             "rng": rngs,
             "world_size": world_size,
             "config": cfg.model_dump(mode="json"),
@@ -302,6 +318,7 @@ def load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema, stream, cfg: Tra
         fsdp_file = os.path.join(ckpt_dir, f"ema-rank{rank}.pt")
         ema.load_state_dict(state["ema"] if state["ema"] is not None else torch.load(fsdp_file, weights_only=True))
     stream.state = StreamState(**state["streams"][rank])
+    stream.pending = state.get("pending", [[]] * world_size)[rank]
     _set_rng_state(state["rng"][rank])
     log.info("resumed from %s at step %d", ckpt_dir, state["step"])
     return int(state["step"])
@@ -327,6 +344,7 @@ def train_loop(
         from curation.errors import ConfigError
 
         raise ConfigError("data.latents is not set: point it at a folder written by `filmweaver precompute`")
+    check_loggers(cfg)
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -344,21 +362,31 @@ def train_loop(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o))
     ema = EMA(model, o.ema_decay) if o.ema_decay > 0 else None
+    dataset = LatentDataset(cfg.data.latents)
+    held_out = held_out_scenes(len(dataset), cfg)
+    stream_args = {
+        "history_frames": inner.schedule_capacity,
+        "shot_t_range": inner.config.shot_cache_t_range,
+        "temporal_t_range": inner.config.temporal_cache_t_range,
+    }
     stream = SampleStream(
-        LatentDataset(cfg.data.latents),
+        dataset,
         cfg.data,
         cfg.curriculum,
-        history_frames=inner.schedule_capacity,
-        shot_t_range=inner.config.shot_cache_t_range,
-        temporal_t_range=inner.config.temporal_cache_t_range,
         seed=cfg.seed,
         rank=rank,
         world_size=world_size,
+        scenes=[i for i in range(len(dataset)) if i not in set(held_out)] if held_out else None,
+        **stream_args,
     )
+    batches = BatchStream(stream, o.micro_batch)
+    val_samples = validation_samples(cfg, held_out, stream_args) if held_out else []
+    sample_videos = held_out and cfg.validation.sample and rank == 0
+    videos = ValidationVideos(cfg, held_out, inner, device) if sample_videos else None
     step = 0
     ckpt = latest_checkpoint(cfg.out_dir) if cfg.resume else None
     if ckpt is not None:
-        step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+        step = load_checkpoint(ckpt, model, optimizer, scheduler, ema, batches, cfg, rank, world_size)
         # the schedule follows this run's config (e.g. a longer max_steps), not the one the checkpoint was saved under
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = base * lr_factor(step, o)
@@ -367,8 +395,18 @@ def train_loop(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
     os.makedirs(cfg.out_dir, exist_ok=True)
+    if rank == 0:  # lines of steps after the checkpoint (an interrupted run) are redone now
+        for path in (metrics_path, os.path.join(cfg.out_dir, VALIDATION_LOG)):
+            truncate_log(path, step)
+    run_log = RunLog(cfg, rank, start_step=step)
+    source = (
+        PrefetchedStream(batches, step, o.grad_accum, cfg.data.prefetch, pin=device.type == "cuda")
+        if cfg.data.prefetch
+        else None
+    )
     history: list[dict[str, Any]] = []
     window: dict[str, list[float]] = defaultdict(list)
+    window_samples = window_tokens = 0
     t_last = time.perf_counter()
     log.info(
         "training %s (%.1fM parameters) on %s x%d from step %d to %d",
@@ -379,53 +417,85 @@ def train_loop(
         step,
         o.max_steps,
     )
-    while step < o.max_steps:
-        modes, losses = [], []
-        for micro in range(o.grad_accum):
-            sample = stream.next(step)
-            batch = sample_to_batch(sample, device)
-            seed = int(np.random.SeedSequence([cfg.seed, rank, step, micro]).generate_state(1)[0])
-            gen = torch.Generator(device).manual_seed(seed)
-            sync = micro == o.grad_accum - 1 or not hasattr(model, "no_sync")
-            with contextlib.nullcontext() if sync else model.no_sync(), autocast:
-                loss = flow_matching_loss(model, batch, gen)
-            (loss / o.grad_accum).backward()
-            modes.append(sample.mode)
-            losses.append(loss.item())
-        grad_norm = clip_gradients(model, o.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(model)
-        step += 1
+    try:
+        while step < o.max_steps:
+            modes, losses = [], []
+            for micro in range(o.grad_accum):
+                samples, tensors = source.next(step) if source is not None else _built(batches, step)
+                batch = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+                seed = int(np.random.SeedSequence([cfg.seed, rank, step, micro]).generate_state(1)[0])
+                gen = torch.Generator(device).manual_seed(seed)
+                sync = micro == o.grad_accum - 1 or not hasattr(model, "no_sync")
+                with contextlib.nullcontext() if sync else model.no_sync(), autocast:
+                    per_sample = flow_matching_loss(model, batch, gen, per_sample=True)
+                (per_sample.mean() / o.grad_accum).backward()
+                modes.extend(s.mode for s in samples)
+                losses.extend(per_sample.tolist())
+                window_samples += len(samples)
+                first = samples[0]
+                window_tokens += len(samples) * inner.sequence_tokens(
+                    first.target.shape, first.temporal.shape[1], len(first.shot_cache)
+                )
+            grad_norm = clip_gradients(model, o.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+            step += 1
 
-        record = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], "modes": modes}
-        record["grad_norm"] = grad_norm
-        if world_size > 1:
-            reduced = torch.tensor([record["loss"]], device=device)
-            dist.all_reduce(reduced)
-            record["loss"] = reduced.item() / world_size
-        history.append(record)
-        for mode, value in zip(modes, losses):
-            window[mode].append(value)
-        window["all"].extend(losses)
-        if rank == 0:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if step % cfg.log_every == 0 or step == o.max_steps:
-            now = time.perf_counter()
-            summary = {f"loss/{m}": float(np.mean(v)) for m, v in window.items()}
-            summary.update(step=step, lr=record["lr"], steps_per_s=cfg.log_every / max(now - t_last, 1e-9))
-            t_last = now
+            record = {"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], "modes": modes}
+            record["grad_norm"] = grad_norm
+            if world_size > 1:
+                reduced = torch.tensor([record["loss"]], device=device)
+                dist.all_reduce(reduced)
+                record["loss"] = reduced.item() / world_size
+            history.append(record)
+            for mode, value in zip(modes, losses):
+                window[mode].append(value)
+            window["all"].extend(losses)
             if rank == 0:
-                log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())))
-            if report is not None:
-                report(summary)
-            window.clear()
-        if step % cfg.checkpoint_every == 0 or step == o.max_steps:
-            ckpt_dir = os.path.join(cfg.out_dir, "checkpoints", f"step-{step:08d}")
-            save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, stream, cfg, rank, world_size)
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if step % cfg.log_every == 0 or step == o.max_steps:
+                now = time.perf_counter()
+                counts = torch.tensor([window_samples, window_tokens], dtype=torch.float64, device=device)
+                if world_size > 1:
+                    dist.all_reduce(counts)
+                elapsed = max(now - t_last, 1e-9)
+                summary = {f"loss/{m}": float(np.mean(v)) for m, v in window.items()}
+                summary.update(
+                    step=step,
+                    lr=record["lr"],
+                    grad_norm=grad_norm,
+                    steps_per_s=cfg.log_every / elapsed,
+                    samples_per_s=counts[0].item() / elapsed,
+                    tokens_per_s=counts[1].item() / elapsed,
+                )
+                t_last, window_samples, window_tokens = now, 0, 0
+                if rank == 0:
+                    log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())))
+                run_log.scalars(step, summary)
+                if report is not None:
+                    report(summary)
+                window.clear()
+            if val_samples and (step % cfg.validation.every_steps == 0 or step == o.max_steps):
+                with ema.applied(model) if ema is not None else contextlib.nullcontext():
+                    val = validation_loss(model, val_samples, device, autocast, cfg.seed)
+                    if videos is not None:
+                        val.update(videos.write(step))
+                if rank == 0:
+                    log.info("step %d validation %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(val.items())))
+                    append_validation(cfg.out_dir, step, val)
+                run_log.scalars(step, val)
+            if step % cfg.checkpoint_every == 0 or step == o.max_steps:
+                ckpt_dir = os.path.join(cfg.out_dir, "checkpoints", f"step-{step:08d}")
+                position = source if source is not None else batches
+                save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, ema, position, cfg, rank, world_size)
+    finally:
+        if source is not None:
+            source.close()
+        run_log.close()
 
     export_model(model, optimizer, ema, os.path.join(cfg.out_dir, "model"), rank, cfg.model)
     if rank == 0:
@@ -458,14 +528,16 @@ def sampling_defaults(cfg: TrainConfig) -> dict[str, Any]:
 def export_model(model, optimizer, ema, path: str, rank: int, m: ModelConfig | None = None) -> None:
     """Save the EMA (or raw) weights as a ``CacheGuidedWan`` checkpoint folder (rank 0 writes); LoRA adapters
     (``m.lora_rank > 0``) are merged into the weights."""
+    # written inside the context: on CPU the full state dict's tensors are the parameters themselves, which
+    # get the raw weights back when the context exits
     with ema.applied(model) if ema is not None else contextlib.nullcontext():
         state, _ = _full_state(model, optimizer)
-    if rank == 0:
-        inner = _unwrap(model)
-        export = CacheGuidedWan.from_config(inner.config)
-        export.load_state_dict(merge_lora(state, m or ModelConfig()))
-        export.save_pretrained(path)
-        log.info("saved %s weights to %s", "EMA" if ema is not None else "final", path)
+        if rank == 0:
+            inner = _unwrap(model)
+            export = CacheGuidedWan.from_config(inner.config)
+            export.load_state_dict(merge_lora(state, m or ModelConfig()))
+            export.save_pretrained(path)
+            log.info("saved %s weights to %s", "EMA" if ema is not None else "final", path)
 
 
 # ------------------------------------------------------------------------------------------------ entry points
@@ -503,6 +575,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
 def run_training(cfg: TrainConfig) -> list[dict[str, Any]] | None:
     """One process when ``distributed.num_workers == 1``, else a Ray Train ``TorchTrainer`` (DDP or FSDP;
     gloo on CPU). Returns the per-step records of the single-process run."""
+    check_loggers(cfg)
     if cfg.distributed.num_workers == 1:
         return train_loop(cfg)
     use_gpu = cfg.distributed.use_gpu if cfg.distributed.use_gpu is not None else torch.cuda.is_available()
