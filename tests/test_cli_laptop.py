@@ -42,7 +42,7 @@ def test_readme_laptop_path_runs_as_written(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     laptop = tmp_path / "laptop"
-    assert (laptop / "ds" / "card" / "browse.html").is_file()
+    assert (laptop / "ds" / "release" / "browse.html").is_file()
     assert json.loads((laptop / "latents" / "latents.json").read_text())["shards"]
     assert (laptop / "run" / "model" / "config.json").is_file()
     assert (laptop / "story" / "story.mp4").stat().st_size > 0

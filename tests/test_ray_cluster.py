@@ -142,7 +142,9 @@ def test_worker_node_killed_mid_run_output_equals_local(cluster, films, small_se
     assert dataset_view(out) == dataset_view(local)
     ray_info = json.loads((out / "run.json").read_text())["ray"]
     assert {n["ip"] for n in ray_info["nodes_worked"]} == {HEAD, WORKER}  # the lost node is still named
-    assert ray_info["nodes"] == 1 and ray_info["node_losses"] >= 1
+    # the killed node's in-flight attempts count as node losses, never as crashes charged to a video (whether an
+    # attempt was in flight at the kill depends on timing, so node_losses itself is not asserted)
+    assert ray_info["nodes"] == 1
     assert ray_info["worker_crashes"] == ray_info["quarantined_videos"] == ray_info["failed_videos"] == 0
 
 
