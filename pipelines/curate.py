@@ -334,31 +334,22 @@ def run_ray(
     busy_share = None
     if attempts.get("seconds"):
         busy_share = round(attempts["stage_busy_s"] / (attempts["seconds"] * max(1.0, resources.get("CPU", 1))), 3)
-    run_info = {
-        "engine": "ray",
-        "inputs": len(inputs),
-        "skipped_files": skipped,
-        "seconds": round(summary.seconds, 3),
-        "config": config.model_dump(mode="json"),
-        "config_hash": check.config_hash,
-        "reprocess": reprocess,
-        "rerun": check.notes,
-        "ray": {
-            "version": ray.__version__,
-            "address": address or os.environ.get("RAY_ADDRESS") or "local",
-            "nodes": len(alive_nodes()),
-            "nodes_at_start": [{"node_id": n["node_id"], "ip": n["ip"]} for n in nodes],
-            # every node that ran a stage task in this run, also those lost before its end
-            "nodes_worked": attempts["nodes_worked"],
-            "cluster_resources": resources,
-            "model_actors": bool(actors if actors is not None else resources.get("GPU")),
-            "stage_cpu_busy_share": busy_share,  # stage task seconds / (graph seconds x cluster CPUs)
-            "stage_window": attempts.get("stage_window"),  # Unix times of the first stage start, last stage end
-            "worker_crashes": sum(len(c) for c in attempts["crashes"].values()),
-            "node_losses": attempts["node_losses"],
-            "quarantined_videos": len(attempts["quarantined"]),
-            "failed_videos": len(failed),
-        },
+    run_info = check.run_info("ray", inputs, skipped, summary, config, reprocess)
+    run_info["ray"] = {
+        "version": ray.__version__,
+        "address": address or os.environ.get("RAY_ADDRESS") or "local",
+        "nodes": len(alive_nodes()),
+        "nodes_at_start": [{"node_id": n["node_id"], "ip": n["ip"]} for n in nodes],
+        # every node that ran a stage task in this run, also those lost before its end
+        "nodes_worked": attempts["nodes_worked"],
+        "cluster_resources": resources,
+        "model_actors": bool(actors if actors is not None else resources.get("GPU")),
+        "stage_cpu_busy_share": busy_share,  # stage task seconds / (graph seconds x cluster CPUs)
+        "stage_window": attempts.get("stage_window"),  # Unix times of the first stage start, last stage end
+        "worker_crashes": sum(len(c) for c in attempts["crashes"].values()),
+        "node_losses": attempts["node_losses"],
+        "quarantined_videos": len(attempts["quarantined"]),
+        "failed_videos": len(failed),
     }
     run = output.finalize(run_info)
     summary.dataset = run["counts"]

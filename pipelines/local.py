@@ -160,16 +160,7 @@ def run_local(
         if pipeline is not None:
             pipeline.close()
     summary.seconds = time.perf_counter() - t0
-    info = {
-        "engine": "local",
-        "inputs": len(inputs),
-        "skipped_files": skipped,
-        "seconds": round(summary.seconds, 3),
-        "config": config.model_dump(mode="json"),
-        "config_hash": check.config_hash,
-        "reprocess": reprocess,
-        "rerun": check.notes,
-    }
+    info = check.run_info("local", inputs, skipped, summary, config, reprocess)
     run = finalize(out_dir, info)
     summary.dataset = run["counts"]
     return summary

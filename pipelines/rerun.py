@@ -56,6 +56,27 @@ class Precheck:
     summary: RunSummary | None = None
     notes: list[str] = field(default_factory=list)
 
+    def run_info(
+        self,
+        engine: str,
+        inputs: list[str],
+        skipped: dict[str, Any],
+        summary: RunSummary,
+        config: CurateConfig,
+        reprocess: str | None,
+    ) -> dict[str, Any]:
+        """The fields of ``run.json`` (and of its history entry) every engine records for a run."""
+        return {
+            "engine": engine,
+            "inputs": len(inputs),
+            "skipped_files": skipped,
+            "seconds": round(summary.seconds, 3),
+            "config": config.model_dump(mode="json"),
+            "config_hash": self.config_hash,
+            "reprocess": reprocess,
+            "rerun": self.notes,
+        }
+
     def todo(self, inputs: list[str]) -> list[tuple[str, str]]:
         """(uri, video id) of each input to process, every content once."""
         seen = set(self.skip)
