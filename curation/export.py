@@ -6,9 +6,15 @@ decoder, stream choice and frame counting of the analysis pass) routes frames ``
 of each shot to that shot's encoder (libx264 through PyAV), so joined files whose timestamps restart, edit
 lists and raw streams cut exactly where the shots are. The pass stops after the last wanted frame.
 
+Each frame a clip needs is scaled once, by swscale straight from the decoded pixel format to yuv420p at the
+clip size (``clip_frame``; no RGB round trip, except for rotated sources). x264 runs a fixed number of
+threads (``export.threads``: its bytes depend on the thread count, never on the node's CPUs), fed by a
+writer thread so encoding overlaps decoding (PyAV releases the GIL in both).
+
 Every clip is then opened and checked before it may enter a shard (``verify_clip``): it has a video
 stream, exactly the expected number of frames, and its first and last frames match the source's frames at
-those indices (PSNR >= ``export.verify_min_psnr``). A clip that fails is a reject row of its shot
+those indices (the encoder's input as RGB: PSNR >= ``export.verify_min_psnr``, and closer than the
+neighbouring source frames, so a clip shifted by one frame fails). A clip that fails is a reject row of its shot
 (``clip-check-failed``, with the measured values), never a sample; a scene left with fewer than
 ``filters.min_scene_shots`` verified clips is dropped (``too-few-shots``). A remote video is fetched once
 for all its clips (``video.local_path``).
@@ -20,7 +26,9 @@ import contextlib
 import io
 import math
 import os
+import queue
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -34,6 +42,7 @@ from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .video import FrameDecoder, analysis_size, local_path, norm_rotation, select_video_stream
 
 _CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)
+_QUEUE = 8  # encoder calls (frames) the writer thread may be behind the decoder
 _NEIGHBOUR_MARGIN_DB = 0.5  # a neighbouring source frame may match a clip's end this much better (static shots)
 
 
@@ -57,7 +66,7 @@ class Clip:
     end_frame: int
     data: bytes | None = None
     failure: str | None = None
-    # source frames (RGB, export size) the check compares with: each end and its neighbours
+    # source frames the check compares with (the encoder's input as RGB): each end and its neighbours
     _ends: dict[str, tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=dict, repr=False)
 
 
@@ -135,6 +144,7 @@ def cut_clips(
 
     prev: av.VideoFrame | None = None  # the frame before, as decoded (converted only when a clip needs it)
     index = -1
+    writer = _Writer()
     try:
         for index, time_s, raw in decoder.decoded():
             if index >= stop and not waiting:
@@ -146,7 +156,7 @@ def cut_clips(
             # encode), not the 4:2:0 chroma loss every clip has; the other frames are never RGB
             rgb = frame.to_ndarray(format="rgb24") if checked else None
             if waiting:
-                _settle(waiting, rgb, min_psnr)
+                writer.submit(_settle, waiting, rgb, min_psnr)
                 waiting = []
             if index >= stop:
                 break
@@ -156,18 +166,21 @@ def cut_clips(
                 waiting.append((clip, before))
                 active[id(clip)] = (clip, _ClipEncoder(size, video.fps, crf, preset, threads))
             for key, (clip, encoder) in list(active.items()):
-                encoder.write(frame, time_s)
+                writer.submit(encoder.write, frame, time_s)
                 if index == clip.end_frame - 1:
                     clip._ends["last"] = (rgb, [] if prev is None else [reference(prev)])
                     waiting.append((clip, clip._ends["last"][1]))
-                    clip.data = encoder.close()
+                    writer.submit(_close, clip, encoder)
                     del active[key]
             prev = raw
     finally:
-        for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
-            clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
-            with contextlib.suppress(av.FFmpegError):
-                encoder.close()
+        try:
+            writer.join()
+        finally:
+            for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
+                clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
+                with contextlib.suppress(av.FFmpegError):
+                    encoder.close()
     _settle(waiting, None, min_psnr)
     for clip in clips:
         if clip.data is None and clip.failure is None:
@@ -177,15 +190,52 @@ def cut_clips(
     return clips
 
 
+def _close(clip: Clip, encoder: _ClipEncoder) -> None:
+    clip.data = encoder.close()
+
+
+class _Writer:
+    """One thread that runs the encoders' calls in the order given, so x264 (which releases the GIL) works
+    while the next frames decode; at most ``_QUEUE`` calls behind. ``join`` re-raises a call's error."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fw-clip-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (call := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    call[0](*call[1:])
+                except BaseException as exc:  # noqa: BLE001 - handed to the decoding thread in join
+                    self._error = exc
+
+    def submit(self, fn, *args) -> None:
+        if self._error is not None:
+            self.join()
+        self._queue.put((fn, *args))
+
+    def join(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 def clip_frame(decoder: FrameDecoder, raw: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
     """A decoded frame as the clip encoder takes it: a new yuv420p frame of ``size`` ``(w, h)`` in display
     orientation, pixels square. One swscale area pass from the decoded format (any pixel format, bit depth,
     odd size or sample aspect ratio); a rotated frame goes through ``FrameDecoder.rgb``, which rotates.
 
     A new frame, not the scaled one: that one keeps the source frame's properties (frame type, side data),
-    and libx264 takes a frame type as an order, so the clip would keep the source's I/P/B pattern. (Against a
-    float area downscale of the full-resolution RGB, this pass is closer than the RGB round trip: 46.2 vs
-    39.0 dB on real 720p footage at 854x480, 31.4 vs 29.9 dB on the 160x96 test pictures at 106x64.)"""
+    and libx264 takes a frame type as an order: an all-intra source gave all-keyframe clips 5x the size.
+    Against a float area downscale of the full-resolution RGB this pass is closer than the RGB round trip
+    it replaced: 46.2 vs 39.0 dB PSNR on real 720p footage at 854x480, 31.4 vs 29.9 dB on the 160x96 test
+    pictures at 106x64 (BENCHMARKS.md, "Export speed")."""
     if norm_rotation(raw.rotation):
         return av.VideoFrame.from_ndarray(decoder.rgb(raw), format="rgb24").reformat(format="yuv420p")
     w, h = size
