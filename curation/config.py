@@ -287,7 +287,8 @@ class ExportConfig(Section):
         ge=1,
         le=16,
         description="x264 threads per exported clip. Fixed, not the node's CPU count: x264's bytes depend on its "
-        "thread count only, so every node exports the same bytes; 2 encodes 1.4x faster than 1 (BENCHMARKS.md).",
+        "thread count only, so every node exports the same bytes. 2: 1.4x faster than 1 for 1.5 % more bytes "
+        "(BENCHMARKS.md, 'Export speed').",
     )
     max_shot_s: float | None = Field(
         None, gt=0, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."
