@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 from .config import CurateConfig
@@ -53,7 +54,7 @@ def representative(keyframes: list[Keyframe]) -> Keyframe:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio (dB, 8-bit peak 255) of two same-shape uint8 images; inf when equal."""
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    mse = cv2.norm(a, b, cv2.NORM_L2SQR) / a.size  # OpenCV: 0.2 ms at 854x480 where NumPy's float copies took 11
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
@@ -239,7 +240,9 @@ def clip_frame(decoder: FrameDecoder, raw: av.VideoFrame, size: tuple[int, int])
     if norm_rotation(raw.rotation):
         return av.VideoFrame.from_ndarray(decoder.rgb(raw), format="rgb24").reformat(format="yuv420p")
     w, h = size
-    scaled = raw.reformat(width=w, height=h, format="yuv420p", interpolation="AREA")
+    # one swscale thread: the decoder and x264 already use the cores; sliced scaling only added waits (1.3 vs
+    # 1.9-2.5 ms CPU per 720p frame on 2 cores)
+    scaled = raw.reformat(width=w, height=h, format="yuv420p", interpolation="AREA", threads=1)
     return av.VideoFrame.from_ndarray(scaled.to_ndarray(), format="yuv420p")
 
 
