@@ -243,7 +243,12 @@ def clip_frame(decoder: FrameDecoder, raw: av.VideoFrame, size: tuple[int, int])
     # one swscale thread: the decoder and x264 already use the cores; sliced scaling only added waits (1.3 vs
     # 1.9-2.5 ms CPU per 720p frame on 2 cores)
     scaled = raw.reformat(width=w, height=h, format="yuv420p", interpolation="AREA", threads=1)
-    return av.VideoFrame.from_ndarray(scaled.to_ndarray(), format="yuv420p")
+    frame = av.VideoFrame(w, h, "yuv420p")
+    if [p.line_size for p in frame.planes] != [p.line_size for p in scaled.planes]:  # the decoder's, unscaled
+        return av.VideoFrame.from_ndarray(scaled.to_ndarray(), format="yuv420p")
+    for plane, pixels in zip(frame.planes, scaled.planes):
+        plane.update(pixels)  # a plain copy: 0.04 ms at 854x480, where through NumPy it took 1.1
+    return frame
 
 
 def _settle(waiting: list[tuple[Clip, list[np.ndarray]]], rgb: np.ndarray | None, min_psnr: float) -> None:
