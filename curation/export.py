@@ -13,9 +13,9 @@ writer thread so encoding overlaps decoding (PyAV releases the GIL in both).
 
 Every clip is then opened and checked before it may enter a shard (``verify_clip``): it has a video
 stream, exactly the expected number of frames, and its first and last frames match the source's frames at
-those indices (the encoder's input as RGB: PSNR >= ``export.verify_min_psnr``, and closer than the
-neighbouring source frames, so a clip shifted by one frame fails). A clip that fails is a reject row of its shot
-(``clip-check-failed``, with the measured values), never a sample; a scene left with fewer than
+those indices (as the encoder took them, in RGB: PSNR >= ``export.verify_min_psnr``, and closer than the
+neighbouring source frames, so a clip shifted by one frame fails). A clip that fails is a reject row of its
+shot (``clip-check-failed``, with the measured values), never a sample; a scene left with fewer than
 ``filters.min_scene_shots`` verified clips is dropped (``too-few-shots``). A remote video is fetched once
 for all its clips (``video.local_path``).
 """
@@ -29,8 +29,10 @@ import os
 import queue
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import av
 import cv2
@@ -213,7 +215,7 @@ class _Writer:
                 except BaseException as exc:  # noqa: BLE001 - handed to the decoding thread in join
                     self._error = exc
 
-    def submit(self, fn, *args) -> None:
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
         if self._error is not None:
             self.join()
         self._queue.put((fn, *args))

@@ -249,3 +249,21 @@ def test_clip_bytes_depend_on_export_threads_not_on_the_cpus(tmp_path):
 
     assert export("one", 2) == export("all", 2)
     assert export("all", 1) != export("all", 2)  # the count matters: fixing it is what keeps the bytes
+
+
+def test_an_encoder_error_reaches_the_caller(sources, records, monkeypatch):
+    """Encoding runs on the writer thread: an error there stops the export with that error, no clip returned."""
+    import curation.export as export
+
+    write = export._ClipEncoder.write
+    calls = []
+
+    def failing(self, frame, time_s):
+        calls.append(time_s)
+        if len(calls) == 5:
+            raise RuntimeError("x264 failed")
+        write(self, frame, time_s)
+
+    monkeypatch.setattr(export._ClipEncoder, "write", failing)
+    with pytest.raises(RuntimeError, match="x264 failed"):
+        export.cut_clips(str(sources["coded"]), records["coded"], [(0, 10), (20, 30)], 96, 23, "ultrafast")
