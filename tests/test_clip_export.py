@@ -200,3 +200,70 @@ def test_other_source_codecs_export_to_h264_yuv420p(tmp_path, name, args, size):
     frames, info = _decode(export_clip(str(src), record, 4, 16, 64, crf=18, preset="ultrafast"), tmp_path)
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p" and len(frames) == 12
     assert all(d % 2 == 0 for d in info["size"]) and min(info["size"]) == min(64, *size) // 2 * 2
+
+
+def test_clip_does_not_take_the_source_frame_types(tmp_path):
+    """An all-intra source (every frame a keyframe, as intermediate codecs and some cameras write) gives a clip
+    with one keyframe: x264 takes a frame's picture type as an order, so the source's must not reach it."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = tmp_path / "intra.mp4"
+    lavfi = "testsrc=size=96x64:rate=24:duration=1"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", lavfi, "-c:v", "libx264"]
+    subprocess.run([*cmd, "-g", "1", str(src)], check=True, capture_output=True)
+    data = export_clip(str(src), probe(str(src)), 2, 20, 64, crf=23, preset="veryfast")
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        keyframes = [p.is_keyframe for p in c.demux(video=0) if p.size]
+    assert len(keyframes) == 18 and sum(keyframes) == 1
+
+
+_EXPORT_ON_CPUS = """
+import os, sys
+from curation.export import export_clip
+from curation.video import probe
+src, cpus, threads, out = sys.argv[1:]
+if cpus == "one":
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+open(out, "wb").write(export_clip(src, probe(src), 3, 40, 192, 23, "veryfast", threads=int(threads)))
+"""
+
+
+def test_clip_bytes_depend_on_export_threads_not_on_the_cpus(tmp_path):
+    """x264's bytes follow its thread count; ``export.threads`` fixes it, so a process that sees one CPU
+    exports the same bytes as one that sees all (x264's own default, 1.5 threads per CPU it may run on, gave
+    other bytes on each node size). 320x192: x264 uses fewer threads on pictures only a few rows high."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src.mp4"
+    make_simple_video(src, n_frames=40, size=(320, 192))
+
+    def export(cpus: str, threads: int) -> bytes:
+        out = tmp_path / f"{cpus}-{threads}.mp4"
+        subprocess.run([sys.executable, "-c", _EXPORT_ON_CPUS, str(src), cpus, str(threads), str(out)], check=True)
+        return out.read_bytes()
+
+    assert export("one", 2) == export("all", 2)
+    assert export("all", 1) != export("all", 2)  # the count matters: fixing it is what keeps the bytes
+
+
+def test_an_encoder_error_reaches_the_caller(sources, records, monkeypatch):
+    """Encoding runs on the writer thread: an error there stops the export with that error, no clip returned."""
+    import curation.export as export
+
+    write = export._ClipEncoder.write
+    calls = []
+
+    def failing(self, frame, time_s):
+        calls.append(time_s)
+        if len(calls) == 5:
+            raise RuntimeError("x264 failed")
+        write(self, frame, time_s)
+
+    monkeypatch.setattr(export._ClipEncoder, "write", failing)
+    with pytest.raises(RuntimeError, match="x264 failed"):
+        export.cut_clips(str(sources["coded"]), records["coded"], [(0, 10), (20, 30)], 96, 23, "ultrafast")

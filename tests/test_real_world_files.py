@@ -12,7 +12,7 @@ import pytest
 
 import tests.real_world_kinds as kinds
 from curation.config import load_config
-from curation.export import cut_clips, verify_clip
+from curation.export import clip_frame, cut_clips, verify_clip
 from curation.video import FrameDecoder, probe
 from filmweaver_testing.films import make_film
 from pipelines.commands import curate
@@ -245,10 +245,11 @@ def test_verification_rejects_wrong_clips(archive):
     (right,) = cut_clips(path, video, [(40, 60)], 96, 23, "veryfast")
     (shifted,) = cut_clips(path, video, [(41, 61)], 96, 23, "veryfast")
     assert right.data and shifted.data and right.failure is None
-    ends = {}
-    for frame in FrameDecoder(path, (170, 96)):
-        if frame.index in (39, 40, 41, 58, 59, 60):
-            ends[frame.index] = frame.rgb
+    ends = {}  # the clip's frames as cut_clips checks them: its encoder's input, as RGB
+    decoder = FrameDecoder(path, (170, 96))
+    for index, _, raw in decoder.decoded():
+        if index in (39, 40, 41, 58, 59, 60):
+            ends[index] = clip_frame(decoder, raw, (170, 96)).to_ndarray(format="rgb24")
     checks = {"first": (ends[40], [ends[39], ends[41]]), "last": (ends[59], [ends[58], ends[60]])}
     assert verify_clip(right.data, 20, checks, 20.0) is None
     assert "shifted" in verify_clip(shifted.data, 20, checks, 20.0)
