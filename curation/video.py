@@ -413,7 +413,9 @@ class FrameDecoder:
         if (cw, ch) == (frame.width, frame.height) and frame.format.name == "rgb24":
             rgb = frame.to_ndarray()
         else:
-            rgb = frame.reformat(width=cw, height=ch, format="rgb24", interpolation="AREA").to_ndarray()
+            # one swscale thread: the same pixels as its automatic slice threads at ~15% less CPU (the decoder's
+            # threads and the detectors use the other cores)
+            rgb = frame.reformat(width=cw, height=ch, format="rgb24", interpolation="AREA", threads=1).to_ndarray()
         if rotation:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
         return rgb
