@@ -20,7 +20,9 @@ captioner); ``split-video`` re-encodes every detected scene with FFmpeg, as a us
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,13 +83,23 @@ def long_video(kind: str, minutes: float) -> Path:
     return path
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the command and its children) of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def stage_seconds(out: Path) -> str:
+    """The curate run's stage seconds (run.json), largest first."""
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    ranked = sorted(((v["seconds"], k) for k, v in stages.items()), reverse=True)
+    return ", ".join(f"{k} {s:.1f}" for s, k in ranked if s >= 0.5)
 
 
 def main() -> None:
@@ -107,12 +119,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             sets = [x for kv in args.overrides for x in ("--set", kv)]
             cmd = [str(bin_dir / "filmweaver"), "curate", str(video), "--out", f"{tmp}/ds", *sets]
-            curate_s.append(timed(cmd, env))
+            wall, cpu = timed(cmd, env)
+            curate_s.append(wall)
+            stages = stage_seconds(Path(tmp) / "ds")
             cmd = [str(bin_dir / "scenedetect"), "-i", str(video), "-o", f"{tmp}/split", "-q"]
-            split_s.append(timed([*cmd, "detect-adaptive", "split-video"], env))
+            split_wall, split_cpu = timed([*cmd, "detect-adaptive", "split-video"], env)
+            split_s.append(split_wall)
             n_split = len(list(Path(f"{tmp}/split").glob("*.mp4")))
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"repeat {r}: curate {curate_s[-1]:.1f} s, scenedetect split-video {split_s[-1]:.1f} s ({n_split} clips)")
+        print(
+            f"repeat {r}: curate {wall:.1f} s ({cpu:.0f} CPU s; stages: {stages}), "
+            f"scenedetect split-video {split_wall:.1f} s ({split_cpu:.0f} CPU s, {n_split} clips)",
+            flush=True,
+        )
     c, s = statistics.median(curate_s), statistics.median(split_s)
     print(f"curate / split-video = {c:.1f} / {s:.1f} = **{c / s:.3f}** (target <= 0.5)")
 
