@@ -198,6 +198,13 @@ class FiltersConfig(Section):
     face_min_prob: float = Field(0.95, ge=0, le=1, description="MTCNN detection probability counted as a face.")
     face_min_size: int = Field(20, ge=1, description="Smallest face side in pixels searched by MTCNN.")
     device: str = Field("auto", description="Torch device for MTCNN.")
+    face_threads: int = Field(
+        1,
+        ge=0,
+        description="Torch CPU threads while MTCNN counts faces (restored after); 0: torch's default (all cores). "
+        "MTCNN's small convolutions gain little from more threads and run 4-8x slower when other processes share "
+        "the cores (benchmarks/face_check.py).",
+    )
 
 
 class ScoresConfig(Section):

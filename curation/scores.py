@@ -199,14 +199,23 @@ class KeyframeScorer:
         self.aesthetic = AestheticHead(config.aesthetic_head) if config.aesthetic_head else None
         self.seconds = 0.0
 
-    def score(self, shots: list[Any], keyframes: list[Any], embeddings: np.ndarray | None, embedder: str) -> None:
+    def score(
+        self,
+        shots: list[Any],
+        keyframes: list[Any],
+        embeddings: np.ndarray | None,
+        embedder: str,
+        text: list[bool] | None = None,
+    ) -> None:
         """Set ``sharpness``, ``text_area`` and ``aesthetic`` on each shot (``keyframes[i]`` its representative
-        ``Keyframe``; ``embeddings`` (N, D) or None)."""
+        ``Keyframe``; ``embeddings`` (N, D) or None). ``text[i]`` False skips text detection on shot i (its
+        ``text_area`` stays None); None measures every shot."""
         t0 = time.perf_counter()
-        for shot, key in zip(shots, keyframes):
+        for i, (shot, key) in enumerate(zip(shots, keyframes)):
             rgb = key.rgb()
             shot.sharpness = sharpness(rgb)
-            shot.text_area = self.text.area(rgb) if self.text is not None else None
+            wanted = self.text is not None and (text is None or text[i])
+            shot.text_area = self.text.area(rgb) if wanted else None
         if self.aesthetic is not None and embeddings is not None and embedder == "open_clip":
             if embeddings.shape[1] != self.aesthetic.embed_dim:
                 raise ConfigError(
