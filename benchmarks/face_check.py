@@ -2,12 +2,13 @@
 
 Keyframes as the pipeline holds them: frames of a real video spread over its length, scaled to the analysis
 size (``video.analysis_short_side``) and JPEG-encoded at ``keyframes.jpeg_quality``. ``SceneFilter.count_faces``
-runs on them with each thread setting in turn, ``--reps`` rounds interleaved (so a change in the box's load
-hits every setting alike); printed: milliseconds per keyframe (median over rounds) per setting, the ratio to
-the first, and whether every setting found the same faces in every keyframe (the verdicts depend on nothing
-else). On a shared box the ratio moves with the load: run it with the load you expect.
+runs on them with each setting in turn, ``--reps`` rounds interleaved (so a change in the box's load hits
+every setting alike): ``torch`` is the old way (one batch of 16 at a time on torch's own threads), a number
+N is ``face_threads=N`` (N batches at once, one torch thread each; 0: torch's thread count). Printed:
+milliseconds per keyframe (median over rounds) per setting, the ratio to the first, and whether every setting
+found the same faces in every keyframe (the verdicts depend on nothing else).
 
-    python benchmarks/face_check.py [VIDEO] [--keyframes 64] [--threads 1,0] [--reps 3]
+    python benchmarks/face_check.py [VIDEO] [--keyframes 64] [--settings torch,1,0] [--reps 3]
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", nargs="?", default=str(DEFAULT_VIDEO))
     parser.add_argument("--keyframes", type=int, default=64)
-    parser.add_argument("--threads", default="1,0", help="face_threads settings, comma-separated (0: torch's)")
+    parser.add_argument("--settings", default="torch,1,0", help="comma-separated: torch, or face_threads values")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     config = CurateConfig()
@@ -57,22 +60,37 @@ def main() -> None:
     images = [k.rgb() for k in keys]
     stage = SceneFilter(config)
     stage.count_faces(images[:2])  # first call: one-off set-up
-    settings = [int(t) for t in args.threads.split(",")]
-    ms: dict[int, list[float]] = {t: [] for t in settings}
-    counts: dict[int, list[int]] = {}
+    settings = args.settings.split(",")
+    ms: dict[str, list[float]] = {s: [] for s in settings}
+    counts: dict[str, list[int]] = {}
     for _ in range(args.reps):
-        for t in settings:
-            config.filters.face_threads = t
+        for s in settings:
             t0 = time.perf_counter()
-            counts[t] = stage.count_faces(images)
-            ms[t].append((time.perf_counter() - t0) * 1000 / len(images))
+            counts[s] = torch_batches(stage, images) if s == "torch" else threads(stage, images, int(s))
+            ms[s].append((time.perf_counter() - t0) * 1000 / len(images))
+    stage.close()
     first = statistics.median(ms[settings[0]])
     print(f"{len(images)} keyframes of {Path(args.video).name} at {images[0].shape[1]}x{images[0].shape[0]}")
-    for t in settings:
-        med = statistics.median(ms[t])
-        print(f"face_threads={t}: {med:.1f} ms/keyframe (rounds {[round(x) for x in ms[t]]}), {med / first:.2f}x")
-    same = all(counts[t] == counts[settings[0]] for t in settings)
+    for s in settings:
+        med = statistics.median(ms[s])
+        name = "torch threads" if s == "torch" else f"face_threads={s} ({stage.face_workers if s == '0' else s})"
+        print(f"{name}: {med:.1f} ms/keyframe (rounds {[round(x) for x in ms[s]]}), {med / first:.2f}x")
+    same = all(counts[s] == counts[settings[0]] for s in settings)
     print(f"faces found: {sum(counts[settings[0]])}; same counts in every keyframe for every setting: {same}")
+
+
+def threads(stage: SceneFilter, images: list, n: int) -> list[int]:
+    stage.config.face_threads = n
+    return stage.count_faces(images)
+
+
+def torch_batches(stage: SceneFilter, images: list, batch: int = 16) -> list[int]:
+    """The face check before ``face_threads``: one batch at a time on torch's intra-op threads."""
+    out = []
+    for b in range(0, len(images), batch):
+        _, probs = stage.mtcnn.detect(np.stack(images[b : b + batch]))
+        out += [sum(1 for q in p if q is not None and q >= stage.config.face_min_prob) for p in probs]
+    return out
 
 
 if __name__ == "__main__":

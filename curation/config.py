@@ -199,11 +199,11 @@ class FiltersConfig(Section):
     face_min_size: int = Field(20, ge=1, description="Smallest face side in pixels searched by MTCNN.")
     device: str = Field("auto", description="Torch device for MTCNN.")
     face_threads: int = Field(
-        1,
+        0,
         ge=0,
-        description="Torch CPU threads while MTCNN counts faces (restored after); 0: torch's default (all cores). "
-        "MTCNN's small convolutions gain little from more threads and run 4-8x slower when other processes share "
-        "the cores (benchmarks/face_check.py).",
+        description="Keyframe batches MTCNN checks at once, each on one torch CPU thread (threads of this process: "
+        "torch releases the GIL); 0: torch's thread count (OMP_NUM_THREADS; a Ray worker's CPUs). Faster than "
+        "torch's own threads, whose barriers stall when other processes share the cores (benchmarks/face_check.py).",
     )
 
 

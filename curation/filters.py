@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +140,7 @@ class SceneFilter(Stage):
         self.config = config.filters
         self.buckets = config.buckets
         self.mtcnn = None
+        self._pool: ThreadPoolExecutor | None = None  # face_workers threads, made on first use
         if self.config.faces:
             try:
                 from facenet_pytorch import MTCNN
@@ -150,22 +153,51 @@ class SceneFilter(Stage):
             self.mtcnn = MTCNN(keep_all=True, min_face_size=self.config.face_min_size, device=device)
             log.info("MTCNN face detector on %s", device)
 
+    @property
+    def face_workers(self) -> int:
+        """Keyframe batches checked at once: ``face_threads``, or torch's thread count when it is 0."""
+        if self.config.face_threads:
+            return self.config.face_threads
+        import torch
+
+        return torch.get_num_threads()
+
     def count_faces(self, images: list[np.ndarray]) -> list[int]:
-        """Faces with probability >= ``face_min_prob`` in each RGB uint8 image (batched by image size), on
-        ``face_threads`` torch threads."""
+        """Faces with probability >= ``face_min_prob`` in each RGB uint8 image.
+
+        Images are batched by size (MTCNN takes a batch of one size), at most ``_FACE_BATCH`` per call, and
+        ``face_workers`` batches run at once, each on one torch thread: torch releases the GIL, and batches need
+        no barriers, which stall intra-op threads when other processes share the cores."""
         counts = [0] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, im in enumerate(images):
             by_shape[im.shape].append(i)
-        with torch_threads(self.config.face_threads):
-            for idx in by_shape.values():
-                for b in range(0, len(idx), _FACE_BATCH):
-                    chunk = idx[b : b + _FACE_BATCH]
-                    _, probs = self.mtcnn.detect(np.stack([images[i] for i in chunk]))
-                    for i, p in zip(chunk, probs):
-                        counts[i] = sum(1 for q in p if q is not None and q >= self.config.face_min_prob)
+        workers = self.face_workers
+        chunks = []
+        for idx in by_shape.values():
+            size = min(_FACE_BATCH, -(-len(idx) // workers))  # every worker gets a batch when there are few
+            chunks += [idx[b : b + size] for b in range(0, len(idx), size)]
+
+        def detect(chunk: list[int]) -> list[Any]:
+            return list(self.mtcnn.detect(np.stack([images[i] for i in chunk]))[1])
+
+        with torch_threads(1):
+            if workers > 1 and len(chunks) > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mtcnn")
+                found = list(self._pool.map(detect, chunks))
+            else:
+                found = [detect(c) for c in chunks]
+        for chunk, probs in zip(chunks, found):
+            for i, p in zip(chunk, probs):
+                counts[i] = sum(1 for q in p if q is not None and q >= self.config.face_min_prob)
         self.stats.counts["keyframes_face_checked"] += len(images)
         return counts
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def verdict(self, scene: SceneRecord, passing: list[ShotRecord]) -> tuple[str, str] | None:
         """``(reason, detail)`` the thresholds give a scene (see ``scene_verdict``), or None."""
@@ -216,8 +248,9 @@ class SceneFilter(Stage):
         ]
         keyframes = [k for i in shot_idx for k in unit.keyframes[i]]
         found: list[int] = []
-        for b in range(0, len(keyframes), _FACE_BATCH):  # decoded one batch at a time
-            found += self.count_faces([k.rgb() for k in keyframes[b : b + _FACE_BATCH]])
+        step = _FACE_BATCH * self.face_workers  # decoded a batch per worker at a time
+        for b in range(0, len(keyframes), step):
+            found += self.count_faces([k.rgb() for k in keyframes[b : b + step]])
         counts = iter(found)
         for i in shot_idx:
             unit.shots[i].n_faces = max((next(counts) for _ in unit.keyframes[i]), default=0)

@@ -141,26 +141,36 @@ def test_motion_reasons_and_score_mode_keeps_everything():
     assert not out.rejects and stage.stats.counts["shots_flagged"] == 1
 
 
-def test_face_counts_batched_equal_per_image_on_one_thread(face_crop, face_filter, monkeypatch):
-    """The face check's speed settings (batches by size, ``face_threads``) change no count."""
+def test_face_counts_in_parallel_batches_equal_per_image(face_crop, face_filter, monkeypatch):
+    """The face check's speed settings (batches by size, ``face_threads`` batches at once, one torch thread each)
+    change no count."""
+    import threading
+
     import torch
 
     images = [_tile(face_crop, n) for n in (2, 0, 3)] + [_tile(face_crop, 1, width=360), _tile(face_crop, 4)]
     single = [face_filter.count_faces([im])[0] for im in images]
     assert single == [2, 0, 3, 1, 4]
     threads_before = torch.get_num_threads()
-    seen = []
+    calls = []
     detect = face_filter.mtcnn.detect
-    monkeypatch.setattr(face_filter.mtcnn, "detect", lambda x: seen.append(torch.get_num_threads()) or detect(x))
-    assert face_filter.config.face_threads == 1
-    assert face_filter.count_faces(images) == single  # two sizes: two batches
-    assert seen == [1, 1] and torch.get_num_threads() == threads_before  # one thread inside, restored after
-    face_filter.config.face_threads = 0  # torch's default threads: the same counts
-    try:
-        assert face_filter.count_faces(images) == single
-        assert seen[2:] == [threads_before, threads_before]
-    finally:
-        face_filter.config.face_threads = 1
+
+    def recording(batch):
+        calls.append((len(batch), torch.get_num_threads(), threading.current_thread().name))
+        return detect(batch)
+
+    monkeypatch.setattr(face_filter.mtcnn, "detect", recording)
+    for workers, sizes in ((2, [1, 2, 2]), (1, [1, 4])):  # 4 images of one size, 1 of another
+        face_filter.config.face_threads = workers
+        calls.clear()
+        try:
+            assert face_filter.count_faces(images) == single
+        finally:
+            face_filter.config.face_threads = 0
+        assert sorted(n for n, _, _ in calls) == sizes
+        assert all(t == 1 for _, t, _ in calls)  # one torch thread per batch
+        assert all(name.startswith("mtcnn") == (workers > 1) for _, _, name in calls)
+        assert torch.get_num_threads() == threads_before  # restored after
 
 
 def test_text_detection_skipped_only_where_it_cannot_decide():
