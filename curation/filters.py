@@ -141,6 +141,7 @@ class SceneFilter(Stage):
         self.buckets = config.buckets
         self.mtcnn = None
         self._pool: ThreadPoolExecutor | None = None  # face_workers threads, made on first use
+        self._device = "cpu"
         if self.config.faces:
             try:
                 from facenet_pytorch import MTCNN
@@ -149,13 +150,15 @@ class SceneFilter(Stage):
                     f"face counting needs facenet-pytorch ({exc}): pip install "
                     "facenet-pytorch==2.5.3, or set filters.faces=false"
                 ) from exc
-            device = resolve_device(self.config.device)
+            device = self._device = resolve_device(self.config.device)
             self.mtcnn = MTCNN(keep_all=True, min_face_size=self.config.face_min_size, device=device)
             log.info("MTCNN face detector on %s", device)
 
     @property
     def face_workers(self) -> int:
-        """Keyframe batches checked at once: ``face_threads``, or torch's thread count when it is 0."""
+        """Keyframe batches checked at once: ``face_threads``, or torch's thread count when it is 0; one on a GPU."""
+        if self._device != "cpu":
+            return 1
         if self.config.face_threads:
             return self.config.face_threads
         import torch
