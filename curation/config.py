@@ -239,6 +239,12 @@ class ScoresConfig(Section):
         description="Keyframes are scaled so that their short side is this many pixels for text detection (cost "
         "grows with its square: 480 finds more small text at 3-4x the cost).",
     )
+    text_threads: int = Field(
+        0,
+        ge=0,
+        description="Keyframes text detection runs on at once, each on one onnxruntime thread; 0: OMP_NUM_THREADS "
+        "when set (a Ray worker's CPUs), else the CPUs this process may use.",
+    )
     aesthetic_head: str | None = Field(
         None,
         description="Local path of an aesthetic head (torch state dict of linear layers on L2-normalised CLIP "

@@ -98,6 +98,10 @@ class ShotFilter(Stage):
         text = [self.config.mode == "score" or self._splitter_reason(unit.shots[i]) is None for i in idx]
         self._scorer.score([unit.shots[i] for i in idx], keys, emb, unit.embedder, text=text)
 
+    def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+
     @property
     def score_seconds(self) -> float:
         """Time spent measuring keyframe scores (benchmarks read it; not a counter: timings vary)."""
