@@ -181,6 +181,7 @@ def run(items: list[dict], config: CurateConfig) -> dict:
 
     torch.set_num_threads(1)  # one thread per worker for every model, as a Ray worker with one CPU runs them
     config.filters.faces = False
+    config.filters.mode = "score"  # the same verdicts, and text_area measured on every shot (text_hits)
     splitter, embedder, shot_filter = ShotSplitter(config), Embedder(config), ShotFilter(config)
     verdicts: dict[str, Counter] = defaultdict(Counter)
     text_hits: Counter = Counter()  # shots whose text_area passes max_text_area, whatever their first reason

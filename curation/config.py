@@ -198,6 +198,13 @@ class FiltersConfig(Section):
     face_min_prob: float = Field(0.95, ge=0, le=1, description="MTCNN detection probability counted as a face.")
     face_min_size: int = Field(20, ge=1, description="Smallest face side in pixels searched by MTCNN.")
     device: str = Field("auto", description="Torch device for MTCNN.")
+    face_threads: int = Field(
+        0,
+        ge=0,
+        description="Keyframe batches MTCNN checks at once, each on one torch CPU thread (threads of this process: "
+        "torch releases the GIL); 0: torch's thread count (OMP_NUM_THREADS; a Ray worker's CPUs). Faster than "
+        "torch's own threads, whose barriers stall when other processes share the cores (benchmarks/face_check.py).",
+    )
 
 
 class ScoresConfig(Section):
@@ -231,6 +238,12 @@ class ScoresConfig(Section):
         le=2160,
         description="Keyframes are scaled so that their short side is this many pixels for text detection (cost "
         "grows with its square: 480 finds more small text at 3-4x the cost).",
+    )
+    text_threads: int = Field(
+        0,
+        ge=0,
+        description="Keyframes text detection runs on at once, each on one onnxruntime thread; 0: OMP_NUM_THREADS "
+        "when set (a Ray worker's CPUs), else the CPUs this process may use.",
     )
     aesthetic_head: str | None = Field(
         None,

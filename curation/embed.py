@@ -9,11 +9,15 @@ for it (``DEFAULT_THRESHOLDS``, the one place that maps an embedder kind to its 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -180,11 +184,29 @@ def _cached_tag_file(tag_cfg: dict[str, Any]) -> str | None:
     return None
 
 
+def _pretrained_module() -> ModuleType:
+    """``open_clip.pretrained`` (the table of pretrained tags) without running ``open_clip/__init__``, which imports
+    every model and with them torchvision and transformers (3-5 s on a 2-core box): the weights are checked first,
+    so a run that falls back never pays that. Raises ``ImportError`` when open_clip is not installed."""
+    if "open_clip" in sys.modules:
+        return importlib.import_module("open_clip.pretrained")
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None:
+        raise ImportError("No module named 'open_clip'")
+    sys.modules["open_clip"] = importlib.util.module_from_spec(spec)  # not run: only its path, for the submodules
+    try:
+        return importlib.import_module("open_clip.pretrained")
+    finally:  # the real package imports them again, in full, when a model loads
+        for name in [n for n in sys.modules if n == "open_clip" or n.startswith("open_clip.")]:
+            del sys.modules[name]
+
+
 def _resolve_pretrained(model: str, pretrained: str) -> tuple[str, dict[str, Any]]:
     """What to pass to open_clip as ``pretrained`` (a local file, or a tag to download) and extra keyword
     arguments for ``create_model_and_transforms``. Raises ``ModelUnavailable`` at once when the weights are
     neither local nor reachable (open_clip itself would retry the hub for about a minute)."""
-    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+    table = _pretrained_module()
+    get_pretrained_cfg, list_pretrained_tags_by_model = table.get_pretrained_cfg, table.list_pretrained_tags_by_model
 
     if os.path.isfile(pretrained):
         return pretrained, {}
@@ -236,13 +258,13 @@ class OpenClipEmbedder:
     kind = "open_clip"
 
     def __init__(self, config: EmbedConfig):
-        import open_clip
-        import torch
-
         model_name = config.model
         if config.clip_config_path:
             model_name = _register_model_config(config.clip_config_path)
-        pretrained, extra = _resolve_pretrained(model_name, config.pretrained)
+        pretrained, extra = _resolve_pretrained(model_name, config.pretrained)  # before open_clip's models load
+        import open_clip
+        import torch
+
         self.device = torch.device(resolve_device(config.device))
         try:
             model, _, self.preprocess = open_clip.create_model_and_transforms(

@@ -7,7 +7,9 @@ Dropped shots and scenes stay in the unit with ``kept=False`` and ``reject_reaso
 list them.
 
 The shot filter first measures the keyframe scores (``curation.scores.KeyframeScorer``; flow and frozen
-come from the shot splitter), then decides. Every shot and scene records its ``verdict`` (the reason the
+come from the shot splitter), then decides; in filter mode a shot the splitter's measures already drop (too
+short, black, blank, frozen, motion) gets no text detection (``text_area`` None: it could not change the
+verdict, and a dropped shot stays dropped). Every shot and scene records its ``verdict`` (the reason the
 thresholds give, or None). With ``filters.mode=score`` nothing is dropped: verdicts are only recorded, all
 shots are clustered and exported, and ``pipelines/refilter.py`` applies thresholds later, from the stored
 scores, with the same ``verdict`` methods.
@@ -17,6 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +55,10 @@ class ShotFilter(Stage):
         return self._reason(shot)
 
     def _reason(self, shot: ShotRecord) -> tuple[str, str] | None:
+        return self._splitter_reason(shot) or self._keyframe_reason(shot)
+
+    def _splitter_reason(self, shot: ShotRecord) -> tuple[str, str] | None:
+        """The checks on what the shot splitter measured (length, luma, motion); they come first."""
         c = self.config
         if shot.duration_s < c.min_shot_s:
             return "too-short", f"duration {shot.duration_s:.3f}s < min_shot_s {c.min_shot_s}"
@@ -58,16 +68,17 @@ class ShotFilter(Stage):
             return "black", f"mean luma {shot.brightness:.2f} < black_luma {c.black_luma}"
         if shot.contrast < c.blank_contrast:
             return "blank", f"luma std {shot.contrast:.2f} < blank_contrast {c.blank_contrast}"
-        return self._score_reason(shot)
-
-    def _score_reason(self, shot: ShotRecord) -> tuple[str, str] | None:
-        c = self.config
         if shot.frozen is not None and shot.frozen >= c.max_frozen:
             return "frozen", f"frozen {shot.frozen:.2f} >= max_frozen {c.max_frozen}"
         if shot.flow is not None and shot.flow < c.min_motion:
             return "low-motion", f"flow {shot.flow:.4f} diag/s < min_motion {c.min_motion}"
         if shot.flow is not None and c.max_motion is not None and shot.flow > c.max_motion:
             return "high-motion", f"flow {shot.flow:.4f} diag/s > max_motion {c.max_motion}"
+        return None
+
+    def _keyframe_reason(self, shot: ShotRecord) -> tuple[str, str] | None:
+        """The checks on the keyframe scores (``KeyframeScorer``)."""
+        c = self.config
         if shot.text_area is not None and c.max_text_area is not None and shot.text_area > c.max_text_area:
             return "text-overlay", f"text_area {shot.text_area:.4f} > max_text_area {c.max_text_area}"
         if shot.sharpness is not None and shot.sharpness < c.min_sharpness:
@@ -82,7 +93,14 @@ class ShotFilter(Stage):
         idx = [i for i, s in enumerate(unit.shots) if s.kept]
         keys = [unit.keyframes[i][len(unit.keyframes[i]) // 2] for i in idx]  # the representative keyframe
         emb = unit.embeddings[idx] if unit.embeddings is not None else None
-        self._scorer.score([unit.shots[i] for i in idx], keys, emb, unit.embedder)
+        # filter mode drops a shot for its first reason, so a shot the splitter's checks already drop gets no text
+        # detection (the costly score): its text_area stays None; score mode measures every shot (refilter)
+        text = [self.config.mode == "score" or self._splitter_reason(unit.shots[i]) is None for i in idx]
+        self._scorer.score([unit.shots[i] for i in idx], keys, emb, unit.embedder, text=text)
+
+    def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
 
     @property
     def score_seconds(self) -> float:
@@ -126,6 +144,8 @@ class SceneFilter(Stage):
         self.config = config.filters
         self.buckets = config.buckets
         self.mtcnn = None
+        self._pool: ThreadPoolExecutor | None = None  # face_workers threads, made on first use
+        self._device = "cpu"
         if self.config.faces:
             try:
                 from facenet_pytorch import MTCNN
@@ -134,24 +154,57 @@ class SceneFilter(Stage):
                     f"face counting needs facenet-pytorch ({exc}): pip install "
                     "facenet-pytorch==2.5.3, or set filters.faces=false"
                 ) from exc
-            device = resolve_device(self.config.device)
+            device = self._device = resolve_device(self.config.device)
             self.mtcnn = MTCNN(keep_all=True, min_face_size=self.config.face_min_size, device=device)
             log.info("MTCNN face detector on %s", device)
 
+    @property
+    def face_workers(self) -> int:
+        """Keyframe batches checked at once: ``face_threads``, or torch's thread count when it is 0; one on a GPU."""
+        if self._device != "cpu":
+            return 1
+        if self.config.face_threads:
+            return self.config.face_threads
+        import torch
+
+        return torch.get_num_threads()
+
     def count_faces(self, images: list[np.ndarray]) -> list[int]:
-        """Faces with probability >= ``face_min_prob`` in each RGB uint8 image (batched by image size)."""
+        """Faces with probability >= ``face_min_prob`` in each RGB uint8 image.
+
+        Images are batched by size (MTCNN takes a batch of one size), at most ``_FACE_BATCH`` per call, and
+        ``face_workers`` batches run at once, each on one torch thread: torch releases the GIL, and batches need
+        no barriers, which stall intra-op threads when other processes share the cores."""
         counts = [0] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, im in enumerate(images):
             by_shape[im.shape].append(i)
+        workers = self.face_workers
+        chunks = []
         for idx in by_shape.values():
-            for b in range(0, len(idx), _FACE_BATCH):
-                chunk = idx[b : b + _FACE_BATCH]
-                _, probs = self.mtcnn.detect(np.stack([images[i] for i in chunk]))
-                for i, p in zip(chunk, probs):
-                    counts[i] = sum(1 for q in p if q is not None and q >= self.config.face_min_prob)
+            size = min(_FACE_BATCH, -(-len(idx) // workers))  # every worker gets a batch when there are few
+            chunks += [idx[b : b + size] for b in range(0, len(idx), size)]
+
+        def detect(chunk: list[int]) -> list[Any]:
+            return list(self.mtcnn.detect(np.stack([images[i] for i in chunk]))[1])
+
+        with torch_threads(1):
+            if workers > 1 and len(chunks) > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mtcnn")
+                found = list(self._pool.map(detect, chunks))
+            else:
+                found = [detect(c) for c in chunks]
+        for chunk, probs in zip(chunks, found):
+            for i, p in zip(chunk, probs):
+                counts[i] = sum(1 for q in p if q is not None and q >= self.config.face_min_prob)
         self.stats.counts["keyframes_face_checked"] += len(images)
         return counts
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def verdict(self, scene: SceneRecord, passing: list[ShotRecord]) -> tuple[str, str] | None:
         """``(reason, detail)`` the thresholds give a scene (see ``scene_verdict``), or None."""
@@ -202,11 +255,28 @@ class SceneFilter(Stage):
         ]
         keyframes = [k for i in shot_idx for k in unit.keyframes[i]]
         found: list[int] = []
-        for b in range(0, len(keyframes), _FACE_BATCH):  # decoded one batch at a time
-            found += self.count_faces([k.rgb() for k in keyframes[b : b + _FACE_BATCH]])
+        step = _FACE_BATCH * self.face_workers  # decoded a batch per worker at a time
+        for b in range(0, len(keyframes), step):
+            found += self.count_faces([k.rgb() for k in keyframes[b : b + step]])
         counts = iter(found)
         for i in shot_idx:
             unit.shots[i].n_faces = max((next(counts) for _ in unit.keyframes[i]), default=0)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch intra-op CPU threads set to ``n`` for the block and restored after; ``n=0`` leaves them as they are."""
+    if n <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def scene_verdict(config: FiltersConfig, passing: list[ShotRecord]) -> tuple[str, str] | None:

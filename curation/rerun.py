@@ -33,7 +33,7 @@ NOT_RESULT_FIELDS = {
     "video": {"decode_threads"},
     "shots": {"device"},
     "embed": {"device", "batch_size"},
-    "filters": {"device"},
+    "filters": {"device", "face_threads"},
     "caption": {
         "file_poll_s",
         "file_timeout_s",

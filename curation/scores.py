@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -198,15 +200,32 @@ class KeyframeScorer:
         self.text = TextDetector(config.text_side) if config.text else None
         self.aesthetic = AestheticHead(config.aesthetic_head) if config.aesthetic_head else None
         self.seconds = 0.0
+        self.text_workers = config.text_threads or cpu_threads()
+        self._pool: ThreadPoolExecutor | None = None  # text_workers threads, made on first use
 
-    def score(self, shots: list[Any], keyframes: list[Any], embeddings: np.ndarray | None, embedder: str) -> None:
+    def score(
+        self,
+        shots: list[Any],
+        keyframes: list[Any],
+        embeddings: np.ndarray | None,
+        embedder: str,
+        text: list[bool] | None = None,
+    ) -> None:
         """Set ``sharpness``, ``text_area`` and ``aesthetic`` on each shot (``keyframes[i]`` its representative
-        ``Keyframe``; ``embeddings`` (N, D) or None)."""
+        ``Keyframe``; ``embeddings`` (N, D) or None). ``text[i]`` False skips text detection on shot i (its
+        ``text_area`` stays None); None measures every shot."""
         t0 = time.perf_counter()
-        for shot, key in zip(shots, keyframes):
-            rgb = key.rgb()
-            shot.sharpness = sharpness(rgb)
-            shot.text_area = self.text.area(rgb) if self.text is not None else None
+        step = 4 * self.text_workers  # keyframes decoded at a time
+        for b in range(0, len(shots), step):
+            rgbs = [key.rgb() for key in keyframes[b : b + step]]
+            wanted = []
+            for i, (shot, rgb) in enumerate(zip(shots[b : b + step], rgbs)):
+                shot.sharpness = sharpness(rgb)
+                shot.text_area = None
+                if self.text is not None and (text is None or text[b + i]):
+                    wanted.append(i)
+            for i, area in zip(wanted, self._text_areas([rgbs[i] for i in wanted])):
+                shots[b + i].text_area = area
         if self.aesthetic is not None and embeddings is not None and embedder == "open_clip":
             if embeddings.shape[1] != self.aesthetic.embed_dim:
                 raise ConfigError(
@@ -216,3 +235,27 @@ class KeyframeScorer:
             for shot, value in zip(shots, self.aesthetic(embeddings)):
                 shot.aesthetic = float(value)
         self.seconds += time.perf_counter() - t0
+
+    def _text_areas(self, images: list[np.ndarray]) -> list[float]:
+        """``TextDetector.area`` of each image, ``text_workers`` at once (onnxruntime releases the GIL; each run
+        on one thread, so no intra-op barriers stall on shared cores)."""
+        if self.text_workers <= 1 or len(images) <= 1:
+            return [self.text.area(im) for im in images]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.text_workers, thread_name_prefix="text")
+        return list(self._pool.map(self.text.area, images))
+
+    def close(self) -> None:
+        """Stop the text detection threads."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def cpu_threads() -> int:
+    """CPU threads this process should use: ``OMP_NUM_THREADS`` when set (Ray sets it to a worker's CPUs), else the
+    CPUs it may run on."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

@@ -2,6 +2,10 @@
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -95,6 +99,25 @@ def test_explicit_open_clip_raises_typed_errors(tiny_clip, tmp_path, monkeypatch
     assert probed
     with pytest.raises(ModelUnavailable, match="has no text encoder"):
         FallbackEmbedder().embed_texts(["a cat"])
+
+
+def test_fallback_decided_before_open_clip_models_import(tmp_path):
+    """Weights not cached, hub offline: the fallback comes without importing open_clip's models (torchvision,
+    transformers: seconds of start-up); a later full import of open_clip still works."""
+    code = (
+        "import sys\n"
+        "from curation.config import EmbedConfig\n"
+        "from curation.embed import load_embedder\n"
+        "emb = load_embedder(EmbedConfig(backend='auto', model='ViT-B-32', pretrained='laion2b_s34b_b79k'))\n"
+        "heavy = [m for m in ('open_clip', 'open_clip.model', 'torchvision', 'transformers') if m in sys.modules]\n"
+        "import open_clip\n"
+        "print(emb.kind, heavy, callable(open_clip.create_model_and_transforms), open_clip.pretrained.__name__)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "fallback [] True open_clip.pretrained"
 
 
 def _smooth(seed: int) -> np.ndarray:

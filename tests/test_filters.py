@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -138,3 +139,60 @@ def test_motion_reasons_and_score_mode_keeps_everything():
     (out,) = run_stage(stage, _unit([_shot(i, **kw) for i, kw in enumerate([{"flow": 0.05}, {"flow": 0.001}])]))
     assert [(s.kept, s.verdict) for s in out.shots] == [(True, None), (True, "low-motion")]
     assert not out.rejects and stage.stats.counts["shots_flagged"] == 1
+
+
+def test_face_counts_in_parallel_batches_equal_per_image(face_crop, face_filter, monkeypatch):
+    """The face check's speed settings (batches by size, ``face_threads`` batches at once, one torch thread each)
+    change no count."""
+    import threading
+
+    import torch
+
+    images = [_tile(face_crop, n) for n in (2, 0, 3)] + [_tile(face_crop, 1, width=360), _tile(face_crop, 4)]
+    single = [face_filter.count_faces([im])[0] for im in images]
+    assert single == [2, 0, 3, 1, 4]
+    threads_before = torch.get_num_threads()
+    calls = []
+    detect = face_filter.mtcnn.detect
+
+    def recording(batch):
+        calls.append((len(batch), torch.get_num_threads(), threading.current_thread().name))
+        return detect(batch)
+
+    monkeypatch.setattr(face_filter.mtcnn, "detect", recording)
+    for workers, sizes in ((2, [1, 2, 2]), (1, [1, 4])):  # 4 images of one size, 1 of another
+        face_filter.config.face_threads = workers
+        calls.clear()
+        try:
+            assert face_filter.count_faces(images) == single
+        finally:
+            face_filter.config.face_threads = 0
+        assert sorted(n for n, _, _ in calls) == sizes
+        assert all(t == 1 for _, t, _ in calls)  # one torch thread per batch
+        assert all(name.startswith("mtcnn") == (workers > 1) for _, _, name in calls)
+        assert torch.get_num_threads() == threads_before  # restored after
+
+
+def test_text_detection_skipped_only_where_it_cannot_decide():
+    """Filter mode: shots the splitter's checks drop get no text detection; verdicts equal score mode's."""
+    rng = np.random.default_rng(3)
+    base = np.repeat(rng.integers(60, 200, (32, 57, 1), dtype=np.uint8), 3, axis=2)
+    base = np.ascontiguousarray(np.kron(base, np.ones((8, 8, 1), np.uint8)))  # 256x456 blocks
+    subtitled = base.copy()
+    cv2.putText(subtitled, "We have to leave tonight", (40, 225), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2)
+    frames = [subtitled, subtitled, subtitled, base]
+    results = {}
+    for mode in ("filter", "score"):
+        cfg = CurateConfig()
+        cfg.filters.mode = mode
+        unit = _unit([_shot(0), _shot(1, seconds=0.5), _shot(2, frozen=0.875), _shot(3)])
+        unit.keyframes = [[Keyframe.encode(f, 90)] for f in frames]
+        (out,) = run_stage(ShotFilter(cfg), unit)
+        results[mode] = out.shots
+    assert [s.verdict for s in results["filter"]] == [s.verdict for s in results["score"]]
+    assert [s.verdict for s in results["filter"]] == ["text-overlay", "too-short", "frozen", None]
+    area = [s.text_area for s in results["filter"]]
+    assert area[0] > 0.008 and area[1:3] == [None, None] and area[3] < 0.008  # dropped first: not measured
+    assert all(s.text_area > 0.008 for s in results["score"][:3])  # score mode: every shot measured
+    assert [s.text_area for s in results["score"]][0] == area[0]
+    assert all(s.sharpness is not None for s in results["filter"])

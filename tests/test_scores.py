@@ -92,6 +92,31 @@ def test_text_area_subtitle_vs_none(text_detector):
     assert 0.02 < area < 0.2  # one line of subtitles: a few percent of the frame
 
 
+def test_text_areas_in_parallel_equal_one_at_a_time():
+    """``text_threads`` keyframes at once (and ``text`` skipping some) give each shot its own keyframe's area."""
+    frames = []
+    for i in range(11):
+        rgb = cv2.cvtColor(cv2.GaussianBlur(_texture(256, 455, seed=i), (0, 0), 4), cv2.COLOR_GRAY2RGB)
+        if i % 3 == 0:
+            cv2.putText(rgb, "We have to leave" + " now" * (i // 3), (20, 225), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                        (255, 255, 255), 2)  # fmt: skip
+        frames.append(rgb)
+    keys = [Keyframe.encode(f, 90) for f in frames]
+    wanted = [i != 4 and i != 9 for i in range(11)]
+    areas = {}
+    for workers in (1, 2):
+        scorer = KeyframeScorer(ScoresConfig(text_threads=workers))
+        assert scorer.text_workers == workers
+        shots = [ShotRecord(f"v-s{i:05d}", "v", i, 0, 10, 0.0, 1.0) for i in range(11)]
+        scorer.score(shots, keys, None, "fallback", text=wanted)  # 11 shots: chunks of 4 and 8 keyframes
+        scorer.close()
+        areas[workers] = [s.text_area for s in shots]
+    assert areas[1] == areas[2]
+    assert areas[1][4] is None and areas[1][9] is None
+    assert all(areas[1][i] > 0.01 for i in (0, 3, 6)) and all(areas[1][i] < 0.002 for i in (1, 2, 5, 7, 8, 10))
+    assert len({areas[1][i] for i in (0, 3, 6)}) == 3  # longer lines: each shot got its own keyframe's area
+
+
 def test_keyframe_scorer_and_aesthetic_head(tmp_path):
     head = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Dropout(0.2), torch.nn.Linear(4, 1))
     path = tmp_path / "head.pth"
