@@ -53,6 +53,7 @@ from pipelines.plan import scene_stage_classes, video_stage_classes
 from pipelines.ray_attempts import AttemptGuard, AttemptLedger, task_retries, testing_crash_hook
 from pipelines.ray_nodes import alive_nodes, check_shared_paths
 from pipelines.ray_options import add_ray_arguments, ray_options
+from pipelines.ray_session import interrupt_kept
 from pipelines.ray_sink import COLUMN, CuratedVideo, ShardDatasink
 from pipelines.rerun import Precheck, precheck
 from pipelines.summary import RunSummary
@@ -300,7 +301,8 @@ def run_ray(
     )
     attempts: dict[str, Any] = {"nodes_worked": [], "crashes": {}, "node_losses": 0, "quarantined": []}
     if todo:
-        attempts = _run_graph(todo, config, output, sink, resources, actors, max_failures)
+        with interrupt_kept():
+            attempts = _run_graph(todo, config, output, sink, resources, actors, max_failures)
     _merge(summary, sink.summary)
     _check_late_nodes(out_dir, todo, nodes, attempts["nodes_worked"])
 

@@ -8,8 +8,12 @@ quiet`` PySceneDetect runs at import to look for ffmpeg, is stopped by SIGTTIN a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from curation.errors import ConfigError
@@ -26,6 +30,34 @@ def detach_stdin() -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+
+
+@contextlib.contextmanager
+def interrupt_kept() -> Iterator[None]:
+    """Ctrl-C inside the block ends it as interrupted, even where Ray drops the ``KeyboardInterrupt``.
+
+    SIGINT raises ``KeyboardInterrupt`` in the driver's main thread wherever it is; raised inside some of Ray's
+    Cython callbacks it is printed as "Exception ignored" and dropped, and a Ray Data job runs on to its end
+    as if nothing had been typed (ray-project/ray#7734; seen here as a ``curate`` typed Ctrl-C at that moment
+    ending with status 0). The handler also records the interrupt, and the block raises ``KeyboardInterrupt``
+    when it ends, so the exit status and message still say the run was interrupted (a rerun resumes from
+    what was committed). Outside the main thread (where handlers cannot be set) a plain block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    typed = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        typed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if typed.is_set():
+        raise KeyboardInterrupt
 
 
 def start_ray(address: str | None = None, **init_kwargs: Any) -> None:
