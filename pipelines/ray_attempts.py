@@ -5,7 +5,9 @@ that kills its worker every time (a decoder segfault, an out-of-memory kill) wou
 Every stage task reports each video it starts and finishes to the run's ``AttemptLedger``, one actor pinned
 to the driver's node. When a video starts again while an earlier attempt never finished, that attempt died
 with its worker: if its node is still alive the death is charged to the video as a crash; if the node is gone
-it was a node loss (Ray re-runs the tasks a dead node held), charged to no one. Once a video has caused
+it was a node loss (Ray re-runs the tasks a dead node held), charged to no one. Ray may re-run a lost node's
+task before it has noticed the node is gone, so a crash charged on a node that is dead by the end of the run
+is turned back into a node loss in ``report``. Once a video has caused
 ``max_failures`` crashes its next attempt runs no stage: the task returns it rejected with reason
 ``quarantined`` and the crash history, so it is journaled in the same run, and the run ends. Ray's own task
 retries are bounded as a backstop (``task_retries``). A crash in a batch of several videos (the LLM actor
@@ -65,6 +67,7 @@ class AttemptLedger:
         self.max_failures = max_failures
         self.running: dict[str, list[_Attempt]] = {}
         self.crashes: dict[str, list[str]] = {}
+        self.charged: list[tuple[str, str, str]] = []  # (video, node, crash) charged while its node looked alive
         self.node_losses = 0
         self.quarantined: dict[str, str] = {}
         self.node_ips: dict[str, str] = {}
@@ -89,9 +92,9 @@ class AttemptLedger:
         for a in unfinished:
             self._close(a, now)
             if a.node_id in alive:
-                self.crashes.setdefault(video_id, []).append(
-                    f"worker {a.pid} on node {a.node_ip} died in stages {a.group} after {now - a.started:.1f} s"
-                )
+                crash = f"worker {a.pid} on node {a.node_ip} died in stages {a.group} after {now - a.started:.1f} s"
+                self.crashes.setdefault(video_id, []).append(crash)
+                self.charged.append((video_id, a.node_id, crash))
             else:
                 self.node_losses += 1
         crashes = self.crashes.get(video_id, [])
@@ -115,8 +118,18 @@ class AttemptLedger:
                 self._close(a, now)
 
     def report(self) -> dict[str, Any]:
-        """Nodes that did stage work (attempts and busy seconds each), crashes, node losses, quarantines."""
+        """Nodes that did stage work (attempts and busy seconds each), crashes, node losses, quarantines.
+
+        A crash charged on a node that is no longer alive was the node's loss, seen before Ray noticed it (a
+        quarantine it led to stands: it was decided in the run)."""
         now = time.time()
+        alive = self._alive() if self.charged else set()
+        for video_id, node_id, crash in self.charged:
+            if node_id not in alive:
+                self.crashes[video_id].remove(crash)
+                self.crashes = {v: c for v, c in self.crashes.items() if c}
+                self.node_losses += 1
+        self.charged = [c for c in self.charged if c[1] in alive]
         busy = Counter(self.busy)
         for attempts in self.running.values():  # attempts still open at the end: lost with their task
             for a in attempts:

@@ -196,3 +196,20 @@ def test_ledger_charges_crashes_to_the_video_and_node_losses_to_no_one(monkeypat
     report = ledger.report()
     assert report["node_losses"] == 1 and report["quarantined"] == ["v"] and len(report["crashes"]["v"]) == 2
     assert {n["ip"]: n["stage_attempts"] for n in report["nodes_worked"]} == {"10.0.0.1": 4, "10.0.0.2": 1}
+
+
+def test_ledger_turns_a_crash_on_a_node_found_dead_later_into_a_node_loss(monkeypatch):
+    # Ray re-ran the lost node's task before the cluster marked the node dead: charged as a crash at first
+    from pipelines.ray_attempts import AttemptLedger
+
+    alive = {"n1", "n2"}
+    monkeypatch.setattr(AttemptLedger, "_alive", lambda self: set(alive))
+    ledger = AttemptLedger(max_failures=3)
+    assert ledger.begin("v", "probe", "n2", "10.0.0.2", 7) is None
+    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 8) is None  # n2 still looks alive: crash charged
+    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 9) is None
+    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 10) is None  # a real crash on a live node
+    alive.discard("n2")  # the cluster notices the node is gone
+    report = ledger.report()
+    assert report["node_losses"] == 1 and report["crashes"] == {"w": [report["crashes"]["w"][0]]}
+    assert "worker 9 on node 10.0.0.1" in report["crashes"]["w"][0]
