@@ -30,8 +30,16 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.real_footage import SKIP_SOURCES, build  # noqa: E402
 from benchmarks.real_sources import real_videos  # noqa: E402
 from benchmarks.shot_accuracy import Tally, match, real_truth  # noqa: E402
-from curation.config import ShotsConfig  # noqa: E402
-from curation.shots import _TN_CONTEXT, _TN_SIZE, _TN_STEP, _TN_WINDOW, GradualCandidates, TransNetBoundaries  # noqa: E402
+from curation.config import CurateConfig, ShotsConfig  # noqa: E402
+from curation.shots import (  # noqa: E402
+    _TN_CONTEXT,
+    _TN_SIZE,
+    _TN_STEP,
+    _TN_WINDOW,
+    GradualCandidates,
+    TransNetBoundaries,
+    detection_size,
+)
 from curation.video import FrameDecoder, analysis_size, probe  # noqa: E402
 
 CACHE = ROOT / "bench_out" / "transnet_gate"
@@ -39,10 +47,9 @@ CACHE = ROOT / "bench_out" / "transnet_gate"
 
 def cascade_frames(path: Path) -> np.ndarray:
     """(n, 27, 48, 3) uint8: the frames the cascade feeds TransNetV2 (analysis size, detection width, 48x27)."""
-    info = probe(str(path))
-    size = analysis_size(info.width, info.height, 256)
-    width = min(ShotsConfig().detect_width, size[0])
-    small = (width, max(2, round(size[1] * width / size[0])))
+    info, config = probe(str(path)), CurateConfig()
+    size = analysis_size(info.width, info.height, config.video.analysis_short_side)
+    small = detection_size(size, config.shots.detect_width)
     out = []
     for f in FrameDecoder(str(path), size=size):
         rgb = f.rgb if small == size else cv2.resize(f.rgb, small, interpolation=cv2.INTER_LINEAR)

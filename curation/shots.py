@@ -215,15 +215,18 @@ class GradualCandidates:
 
     def __call__(self, window: np.ndarray) -> bool:
         """``window`` (100, 27, 48, 3) uint8; its predicted frames are ``[_TN_CONTEXT, _TN_CONTEXT + _TN_STEP)``."""
-        hit = self._dissolve(window) or self._fade(window)
+        k = _CAND_SPAN
+        rgb = window[_TN_CONTEXT - k : _TN_CONTEXT + _TN_STEP + k].astype(np.float32)
+        luma = rgb @ np.full(3, 1 / 3, np.float32)
+        hit = self._dissolve(rgb, luma) or self._fade(luma)
         self.judged += hit
         self.skipped += not hit
         return hit
 
-    def _dissolve(self, window: np.ndarray) -> bool:
+    def _dissolve(self, rgb: np.ndarray, luma: np.ndarray) -> bool:
+        """``rgb`` (n, 27, 48, 3) float32 frames from ``_CAND_SPAN`` before the predicted ones to as many after;
+        ``luma`` their (n, 27, 48) mean of the channels."""
         k = _CAND_SPAN
-        rgb = window[_TN_CONTEXT - k : _TN_CONTEXT + _TN_STEP + k].astype(np.float32)
-        luma = rgb @ np.full(3, 1 / 3, np.float32)
         step = np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2))  # step[t]: frame t -> t + 1
         far = np.abs(luma[k:] - luma[:-k]).mean(axis=(1, 2))  # far[t]: frame t -> t + k
         biggest_step = np.lib.stride_tricks.sliding_window_view(step, k).max(axis=1)
@@ -238,9 +241,9 @@ class GradualCandidates:
                 return True
         return False
 
-    def _fade(self, window: np.ndarray) -> bool:
+    def _fade(self, luma: np.ndarray) -> bool:
         k = _CAND_SPAN
-        mean = window[_TN_CONTEXT - k : _TN_CONTEXT + _TN_STEP + k].astype(np.float32).mean(axis=(1, 2, 3))
+        mean = luma.mean(axis=(1, 2))
         brightest_near = np.lib.stride_tricks.sliding_window_view(mean, 2 * k + 1).max(axis=1)
         return bool(((mean[k:-k] < _CAND_DARK) & (brightest_near - mean[k:-k] >= self.min_change)).any())
 
@@ -661,8 +664,7 @@ class ShotSplitter(Stage):
     def process(self, unit: VideoUnit) -> VideoUnit:
         video = unit.video
         size = analysis_size(video.width, video.height, self.config.video.analysis_short_side)
-        dw = min(self.config.shots.detect_width, size[0])
-        small_size = (dw, max(2, round(size[1] * dw / size[0])))
+        small_size = detection_size(size, self.config.shots.detect_width)
         detector = self.make_detector(video.fps)
         keyframes = self.config.keyframes
         builder = _ShotBuilder(video, keyframes.mode, keyframes.jpeg_quality, self.config.scores)
@@ -709,6 +711,12 @@ class ShotSplitter(Stage):
         last = unit.shots[-1]
         last.kept, last.reject_reason = False, "damaged"
         self.reject_child(unit, last.shot_id, "damaged", f"incomplete: {video.partial_reason}")
+
+
+def detection_size(size: tuple[int, int], detect_width: int) -> tuple[int, int]:
+    """``(w, h)`` of the frames the detectors see: the analysis ``size`` scaled to ``detect_width`` (never up)."""
+    width = min(detect_width, size[0])
+    return width, max(2, round(size[1] * width / size[0]))
 
 
 def min_shot_frames(config: ShotsConfig, fps: Fraction) -> int:

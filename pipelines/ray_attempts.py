@@ -127,8 +127,8 @@ class AttemptLedger:
         for video_id, node_id, crash in self.charged:
             if node_id not in alive:
                 self.crashes[video_id].remove(crash)
-                self.crashes = {v: c for v, c in self.crashes.items() if c}
                 self.node_losses += 1
+        self.crashes = {v: c for v, c in self.crashes.items() if c}
         self.charged = [c for c in self.charged if c[1] in alive]
         busy = Counter(self.busy)
         for attempts in self.running.values():  # attempts still open at the end: lost with their task
