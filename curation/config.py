@@ -296,12 +296,20 @@ class ExportConfig(Section):
     )
     preset: str = Field("veryfast", description="x264 preset of exported clips.")
     threads: int = Field(
-        2,
+        1,
         ge=1,
         le=16,
         description="x264 threads per exported clip. Fixed, not the node's CPU count: x264's bytes depend on its "
-        "thread count only, so every node exports the same bytes. 2: 1.4x faster than 1 for 1.5 % more bytes "
-        "(BENCHMARKS.md, 'Export speed').",
+        "thread count only, so every node exports the same bytes. 1: the smallest clips and the least CPU per "
+        "frame; the cores are kept busy by encoding export.encoders clips at once (BENCHMARKS.md, 'Export speed').",
+    )
+    encoders: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Clips of a video encoded at once, each on its own thread, fed by the one decode pass (the "
+        "decoder runs ahead into the next clips, holding up to 64 MiB of frames per encoder). Changes speed and "
+        "memory only, never a byte of a clip.",
     )
     max_shot_s: float | None = Field(
         None, gt=0, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."

@@ -8,8 +8,10 @@ lists and raw streams cut exactly where the shots are. The pass stops after the 
 
 Each frame a clip needs is scaled once, by swscale straight from the decoded pixel format to yuv420p at the
 clip size (``clip_frame``; no RGB round trip, except for rotated sources). x264 runs a fixed number of
-threads (``export.threads``: its bytes depend on the thread count, never on the node's CPUs), fed by a
-writer thread so encoding overlaps decoding (PyAV releases the GIL in both).
+threads per clip (``export.threads``, 1 by default: its bytes depend on the thread count, never on the node's
+CPUs). ``export.encoders`` clips encode at once, each on its own writer thread, so encoding overlaps decoding
+and the next clips (PyAV releases the GIL in both); the decoder runs ahead of a long clip into the next ones,
+each writer holding up to ``_BUFFER_MB`` of frames. Which writer a clip gets changes no byte.
 
 Every clip is then opened and checked before it may enter a shard (``verify_clip``): it has a video
 stream, exactly the expected number of frames, and its first and last frames match the source's frames at
@@ -45,7 +47,8 @@ from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .video import FrameDecoder, analysis_size, local_path, norm_rotation, select_video_stream
 
 _CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)
-_QUEUE = 8  # encoder calls (frames) the writer thread may be behind the decoder
+_QUEUE = 8  # encoder calls (frames) a writer thread may be behind the decoder, at least
+_BUFFER_MB = 64  # decoded frames (MiB at the clip size) each writer may hold waiting, by default
 _NEIGHBOUR_MARGIN_DB = 0.5  # a neighbouring source frame may match a clip's end this much better (static shots)
 
 
@@ -120,13 +123,18 @@ def cut_clips(
     crf: int,
     preset: str,
     min_psnr: float = 20.0,
-    threads: int = 2,
+    threads: int = 1,
+    encoders: int = 2,
+    buffer_mb: int = _BUFFER_MB,
 ) -> list[Clip]:
     """Verified clips of frames ``[start, end)`` of ``uri``, one per range in the given order, from one decode
     pass (frame indices as the analysis counted them; ``verify_clip`` runs as soon as a clip's source frames
     are seen, so memory holds only open clips). Display orientation, square pixels, short side
     ``min(short_side, source short side)``, even dims. A range the source ends inside or before gives a
     ``Clip`` with ``failure`` set. ``threads``: x264 threads per clip (a fixed count: the bytes depend on it).
+    ``encoders``: clips encoded at once, each on its own thread (the clip goes to the least busy one when it
+    starts), fed from the one decode pass; ``buffer_mb``: decoded frames (MiB, at the clip size) each may hold
+    waiting, so the decoder runs ahead into the next clips while a long one encodes. Neither changes a byte.
     Raises ``ValueError`` for an empty range."""
     for start, end in ranges:
         if not 0 <= start < end:
@@ -147,7 +155,16 @@ def cut_clips(
 
     prev: av.VideoFrame | None = None  # the frame before, as decoded (converted only when a clip needs it)
     index = -1
-    writer = _Writer()
+    frame_mb = size[0] * size[1] * 1.5 / 2**20
+    writers = [_Writer(max(_QUEUE, int(buffer_mb / frame_mb))) for _ in range(max(1, encoders))]
+    owner: dict[int, _Writer] = {}  # id(clip) -> the writer that encodes and checks it
+
+    def settle(entries: list[tuple[Clip, list[np.ndarray]]], rgb: np.ndarray | None) -> None:
+        for writer in writers:  # each clip's check runs on its own writer, after its encoder closed
+            mine = [(clip, nb) for clip, nb in entries if owner[id(clip)] is writer]
+            if mine:
+                writer.submit(_settle, mine, rgb, min_psnr)
+
     try:
         for index, time_s, raw in decoder.decoded():
             if index >= stop and not waiting:
@@ -159,7 +176,7 @@ def cut_clips(
             # encode), not the 4:2:0 chroma loss every clip has; the other frames are never RGB
             rgb = frame.to_ndarray(format="rgb24") if checked else None
             if waiting:
-                writer.submit(_settle, waiting, rgb, min_psnr)
+                settle(waiting, rgb)
                 waiting = []
             if index >= stop:
                 break
@@ -167,8 +184,12 @@ def cut_clips(
                 before = [] if prev is None else [reference(prev)]
                 clip._ends["first"] = (rgb, before)
                 waiting.append((clip, before))
+                # clips that overlap share a writer: they share frame objects, whose pts each encoder sets
+                busy = [owner[key] for key in active]
+                owner[id(clip)] = busy[0] if busy else min(writers, key=lambda w: w.backlog)
                 active[id(clip)] = (clip, _ClipEncoder(size, video.fps, crf, preset, threads))
             for key, (clip, encoder) in list(active.items()):
+                writer = owner[key]
                 writer.submit(encoder.write, frame, time_s)
                 if index == clip.end_frame - 1:
                     clip._ends["last"] = (rgb, [] if prev is None else [reference(prev)])
@@ -178,7 +199,7 @@ def cut_clips(
             prev = raw
     finally:
         try:
-            writer.join()
+            _join_all(writers)
         finally:
             for clip, encoder in active.values():  # ranges the source ended inside (damage, or past its end)
                 clip.failure = f"the source ended after frame {index} inside [{clip.start_frame}, {clip.end_frame})"
@@ -197,12 +218,24 @@ def _close(clip: Clip, encoder: _ClipEncoder) -> None:
     clip.data = encoder.close()
 
 
-class _Writer:
-    """One thread that runs the encoders' calls in the order given, so x264 (which releases the GIL) works
-    while the next frames decode; at most ``_QUEUE`` calls behind. ``join`` re-raises a call's error."""
+def _join_all(writers: list[_Writer]) -> None:
+    """Join every writer, then re-raise the first error one of them met."""
+    errors = []
+    for writer in writers:
+        try:
+            writer.join()
+        except BaseException as exc:  # noqa: BLE001 - the others are joined first, then it is re-raised
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
-    def __init__(self):
-        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE)
+
+class _Writer:
+    """One thread that runs its clips' encoder calls in the order given, so x264 (which releases the GIL)
+    works while the next frames decode; at most ``capacity`` calls behind. ``join`` re-raises a call's error."""
+
+    def __init__(self, capacity: int = _QUEUE):
+        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fw-clip-writer", daemon=True)
         self._thread.start()
@@ -214,6 +247,11 @@ class _Writer:
                     call[0](*call[1:])
                 except BaseException as exc:  # noqa: BLE001 - handed to the decoding thread in join
                     self._error = exc
+
+    @property
+    def backlog(self) -> int:
+        """Calls waiting to run (approximate: the thread takes them meanwhile)."""
+        return self._queue.qsize()
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         if self._error is not None:
@@ -320,7 +358,7 @@ def export_clip(
     short_side: int,
     crf: int,
     preset: str,
-    threads: int = 2,
+    threads: int = 1,
 ) -> bytes:
     """MP4 bytes of frames ``[start_frame, end_frame)`` of ``uri`` (``cut_clips`` for one range, the end
     clamped to ``video.n_frames``). Raises ``UnsupportedVideo(reason='bad-range')`` when the range starts
@@ -368,7 +406,15 @@ class ClipExporter(Stage):
         with local_path(unit.video.uri) as src:
             cfg = self.config
             cut = cut_clips(
-                src, unit.video, ranges, cfg.short_side, cfg.crf, cfg.preset, cfg.verify_min_psnr, cfg.threads
+                src,
+                unit.video,
+                ranges,
+                cfg.short_side,
+                cfg.crf,
+                cfg.preset,
+                cfg.verify_min_psnr,
+                cfg.threads,
+                cfg.encoders,
             )
         clips: dict[int, bytes] = {}
         for i, clip in zip(wanted, cut):

@@ -251,6 +251,29 @@ def test_clip_bytes_depend_on_export_threads_not_on_the_cpus(tmp_path):
     assert export("all", 1) != export("all", 2)  # the count matters: fixing it is what keeps the bytes
 
 
+def test_clips_encoded_at_once_are_the_same_bytes(sources, records, tmp_path):
+    """``encoders`` clips encode at once while the decoder runs ahead: neither the number of encoders nor a
+    buffer so small that the decoder keeps waiting on them changes a byte, and every clip stays frame exact
+    and verified. Overlapping ranges (which share decoded frames) included."""
+    from curation.export import cut_clips
+
+    src, video = str(sources["coded"]), records["coded"]
+    ranges = [(0, 14), (14, 15), (15, 40), (40, 41), (41, N), (30, 45), (5, 9)]
+
+    def cut(encoders: int, buffer_mb: int) -> list[bytes | None]:
+        clips = cut_clips(src, video, ranges, 96, 23, "veryfast", encoders=encoders, buffer_mb=buffer_mb)
+        assert [c.failure for c in clips] == [None] * len(ranges)
+        return [c.data for c in clips]
+
+    one = cut(1, 64)
+    assert cut(2, 64) == one
+    assert cut(3, 0) == one  # 0 MiB: each writer holds its minimum of frames, the decoder waits on them
+    for (start, end), data in zip(ranges, one):
+        assert data is not None
+        codes = [read_frame_code(f) for f in _decode(data, tmp_path, f"c{start}-{end}.mp4")[0]]
+        assert codes == list(range(start, end))
+
+
 def test_an_encoder_error_reaches_the_caller(sources, records, monkeypatch):
     """Encoding runs on the writer thread: an error there stops the export with that error, no clip returned."""
     import curation.export as export
