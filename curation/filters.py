@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,7 +30,7 @@ from .config import CurateConfig, FiltersConfig
 from .embed import resolve_device
 from .errors import MissingDependency
 from .records import Reject, SceneRecord, ShotRecord
-from .scores import KeyframeScorer
+from .scores import KeyframeScorer, SizedPool
 from .stage import Stage, VideoUnit
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class SceneFilter(Stage):
         self.config = config.filters
         self.buckets = config.buckets
         self.mtcnn = None
-        self._pool: ThreadPoolExecutor | None = None  # face_workers threads, made on first use
+        self._pool = SizedPool("mtcnn")
         self._device = "cpu"
         if self.config.faces:
             try:
@@ -190,9 +189,7 @@ class SceneFilter(Stage):
 
         with torch_threads(1):
             if workers > 1 and len(chunks) > 1:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mtcnn")
-                found = list(self._pool.map(detect, chunks))
+                found = self._pool.map(detect, chunks, workers)
             else:
                 found = [detect(c) for c in chunks]
         for chunk, probs in zip(chunks, found):
@@ -202,9 +199,7 @@ class SceneFilter(Stage):
         return counts
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._pool.close()
 
     def verdict(self, scene: SceneRecord, passing: list[ShotRecord]) -> tuple[str, str] | None:
         """``(reason, detail)`` the thresholds give a scene (see ``scene_verdict``), or None."""

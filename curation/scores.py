@@ -200,8 +200,7 @@ class KeyframeScorer:
         self.text = TextDetector(config.text_side) if config.text else None
         self.aesthetic = AestheticHead(config.aesthetic_head) if config.aesthetic_head else None
         self.seconds = 0.0
-        self.text_workers = config.text_threads or cpu_threads()
-        self._pool: ThreadPoolExecutor | None = None  # text_workers threads, made on first use
+        self._pool = SizedPool("text")
 
     def score(
         self,
@@ -236,17 +235,43 @@ class KeyframeScorer:
                 shot.aesthetic = float(value)
         self.seconds += time.perf_counter() - t0
 
+    @property
+    def text_workers(self) -> int:
+        """Keyframes text detection runs on at once: ``text_threads``, else ``cpu_threads()`` now (a Ray
+        worker runs tasks of different CPU counts)."""
+        return self.config.text_threads or cpu_threads()
+
     def _text_areas(self, images: list[np.ndarray]) -> list[float]:
         """``TextDetector.area`` of each image, ``text_workers`` at once (onnxruntime releases the GIL; each run
         on one thread, so no intra-op barriers stall on shared cores)."""
-        if self.text_workers <= 1 or len(images) <= 1:
+        workers = self.text_workers
+        if workers <= 1 or len(images) <= 1:
             return [self.text.area(im) for im in images]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.text_workers, thread_name_prefix="text")
-        return list(self._pool.map(self.text.area, images))
+        return self._pool.map(self.text.area, images, workers)
 
     def close(self) -> None:
         """Stop the text detection threads."""
+        self._pool.close()
+
+
+class SizedPool:
+    """A thread pool made on first use with the size asked for, and made again when a later call asks for
+    another size (the CPUs of a Ray task can differ from the last one's)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._size = 0
+
+    def map(self, fn: Any, items: list[Any], size: int) -> list[Any]:
+        """``[fn(x) for x in items]``, ``size`` at once."""
+        if self._pool is None or self._size != size:
+            self.close()
+            self._pool, self._size = ThreadPoolExecutor(size, thread_name_prefix=self.name), size
+        return list(self._pool.map(fn, items))
+
+    def close(self) -> None:
+        """Stop the threads (a later ``map`` starts new ones)."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

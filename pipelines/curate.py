@@ -51,6 +51,7 @@ from pipelines.local import duplicate_result, run_units
 from pipelines.output import DatasetOutput
 from pipelines.plan import scene_stage_classes, video_stage_classes
 from pipelines.ray_attempts import AttemptGuard, AttemptLedger, task_retries, testing_crash_hook
+from pipelines.ray_cpus import task_threads, video_cpus
 from pipelines.ray_nodes import alive_nodes, check_shared_paths
 from pipelines.ray_options import add_ray_arguments, ray_options
 from pipelines.ray_session import interrupt_kept
@@ -145,7 +146,8 @@ class StageRunner:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
         works: list[_Work] = [pickle.loads(b) for b in batch[COLUMN]]
         started = [w.video_id for w in works if not w.rejected and self._begin(w)]
-        self._run(works)
+        with task_threads():
+            self._run(works)
         if self.guard is not None and started:
             self.guard.end(started)
         return {COLUMN: [pickle.dumps(w, protocol=5) for w in works]}
@@ -286,6 +288,9 @@ def run_ray(
 
     resources = init_ray(address, num_cpus)
     nodes = alive_nodes()
+    model_actors = bool(actors if actors is not None else resources.get("GPU"))
+    # model stages in actor pools (GPU clusters) keep one CPU per task; CPU-only runs share the idle cores
+    per_video = 1 if model_actors else video_cpus([n["resources"].get("CPU", 0.0) for n in nodes], len(todo))
     if todo:
         check_shared_paths(out_dir, [uri for uri, _ in todo])  # before anything is written
     if driver_results:
@@ -302,7 +307,7 @@ def run_ray(
     attempts: dict[str, Any] = {"nodes_worked": [], "crashes": {}, "node_losses": 0, "quarantined": []}
     if todo:
         with interrupt_kept():
-            attempts = _run_graph(todo, config, output, sink, resources, actors, max_failures)
+            attempts = _run_graph(todo, config, output, sink, resources, actors, max_failures, per_video)
     _merge(summary, sink.summary)
     _check_late_nodes(out_dir, todo, nodes, attempts["nodes_worked"])
 
@@ -335,7 +340,8 @@ def run_ray(
     summary.seconds = time.perf_counter() - t0
     busy_share = None
     if attempts.get("seconds"):
-        busy_share = round(attempts["stage_busy_s"] / (attempts["seconds"] * max(1.0, resources.get("CPU", 1))), 3)
+        cpu_s = attempts["stage_busy_s"] * per_video
+        busy_share = round(cpu_s / (attempts["seconds"] * max(1.0, resources.get("CPU", 1))), 3)
     run_info = check.run_info("ray", inputs, skipped, summary, config, reprocess)
     run_info["ray"] = {
         "version": ray.__version__,
@@ -345,8 +351,9 @@ def run_ray(
         # every node that ran a stage task in this run, also those lost before its end
         "nodes_worked": attempts["nodes_worked"],
         "cluster_resources": resources,
-        "model_actors": bool(actors if actors is not None else resources.get("GPU")),
-        "stage_cpu_busy_share": busy_share,  # stage task seconds / (graph seconds x cluster CPUs)
+        "model_actors": model_actors,
+        "cpus_per_video": per_video,  # CPUs each video's stage tasks asked for (video_cpus)
+        "stage_cpu_busy_share": busy_share,  # stage task s x cpus_per_video / (graph s x cluster CPUs)
         "stage_window": attempts.get("stage_window"),  # Unix times of the first stage start, last stage end
         "worker_crashes": sum(len(c) for c in attempts["crashes"].values()),
         "node_losses": attempts["node_losses"],
@@ -378,8 +385,10 @@ def _run_graph(
     resources: dict[str, Any],
     actors: bool | None,
     max_failures: int,
+    per_video: int = 1,
 ) -> dict[str, Any]:
-    """Run the graph over ``todo``; the ``AttemptLedger`` report (nodes that worked, crashes, quarantines)."""
+    """Run the graph over ``todo``, each video's stage tasks asking for ``per_video`` CPUs; the ``AttemptLedger``
+    report (nodes that worked, crashes, quarantines)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -392,7 +401,7 @@ def _run_graph(
     with warnings.catch_warnings():
         # Ray Data has no named parameter for task retries yet, and its catch-all remote arguments warn
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
-        ds = _stage_operators(ds, config, output, resources, actors, ledger, task_retries(max_failures))
+        ds = _stage_operators(ds, config, output, resources, actors, ledger, task_retries(max_failures), per_video)
     # Write tasks ask for no CPU. Ray Data reserves part of the cluster for every operator that asks for some
     # (reservation ratio 0.5, split evenly), so a writer asking for even 0.25 CPU cost the stage operator
     # about half the CPUs, and the writer still waited behind the stage tasks for a free CPU until they were
@@ -407,8 +416,9 @@ def _run_graph(
     return report
 
 
-def _stage_operators(ds, config, output, resources, actors, ledger, retries: int):
-    """``ds`` mapped through every ``StageGroup`` and ``_finish``: rows of pickled ``CuratedVideo``."""
+def _stage_operators(ds, config, output, resources, actors, ledger, retries: int, per_video: int = 1):
+    """``ds`` mapped through every ``StageGroup`` and ``_finish``: rows of pickled ``CuratedVideo``; stage tasks
+    ask for ``per_video`` CPUs (``video_cpus``)."""
     import ray
 
     config_json = config.model_dump_json()
@@ -430,7 +440,12 @@ def _stage_operators(ds, config, output, resources, actors, ledger, retries: int
             )
         else:
             ds = ds.map_batches(
-                _run_group, fn_args=args, batch_size=1, num_cpus=1, max_retries=retries, zero_copy_batch=True
+                _run_group,
+                fn_args=args,
+                batch_size=1,
+                num_cpus=per_video,
+                max_retries=retries,
+                zero_copy_batch=True,
             )
         log.debug("operator %s", "+".join(group.names))
     return ds.map_batches(_finish, batch_size=1, num_cpus=1, max_retries=retries, zero_copy_batch=True)

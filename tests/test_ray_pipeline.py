@@ -89,6 +89,53 @@ def test_ray_matches_local(local_out, ray_out, dataset_view):
     assert run["stages"]["probe"]["seconds"] > 0
 
 
+def test_one_video_runs_its_stages_on_every_cpu(inputs, config, ray_session, dataset_view, tmp_path):
+    """Fewer videos than CPUs: the video's stage tasks ask for the idle cores and run on that many threads,
+    and the output is the one-CPU-per-video output (the same video in the four-video local run)."""
+    one, alone = tmp_path / "ray", tmp_path / "local"
+    run_ray(inputs[:1], str(one), config)
+    run_local(inputs[:1], str(alone), config)
+    run = json.loads((one / "run.json").read_text())
+    assert run["ray"]["cpus_per_video"] == 2
+    assert dataset_view(one) == dataset_view(alone)
+
+
+def test_task_threads_follow_the_cpus_of_the_task(ray_session):
+    """A worker reused by tasks of other sizes: each task runs torch, ``OMP_NUM_THREADS`` and the text and
+    face pools on its own CPUs, and the worker's settings come back after."""
+
+    @ray_session.remote
+    def threads() -> tuple:
+        import torch
+
+        from curation.config import ScoresConfig
+        from curation.scores import KeyframeScorer
+        from pipelines.ray_cpus import task_threads
+
+        before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+        with task_threads() as n:
+            inside = (n, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+            text = KeyframeScorer(ScoresConfig(text=False)).text_workers
+        return before, inside, text, (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+
+    for cpus in (2, 1, 2):
+        before, inside, text, after = ray_session.get(threads.options(num_cpus=cpus).remote())
+        assert inside == (cpus, cpus, str(cpus)) and text == cpus
+        assert after == before
+
+
+def test_video_cpus_share_the_idle_cores():
+    from pipelines.ray_cpus import task_threads, video_cpus
+
+    assert video_cpus([2.0], 1) == 2 and video_cpus([2.0], 2) == 1 and video_cpus([2.0], 40) == 1
+    assert video_cpus([16.0], 3) == 5  # floor: 15 of 16 cores asked for
+    assert video_cpus([8.0, 4.0], 1) == 4  # a task must fit on every node
+    assert video_cpus([8.0, 0.0], 1) == 8  # a node with no CPU (a head node kept for the driver) runs no task
+    assert video_cpus([], 1) == video_cpus([2.0], 0) == 1
+    with task_threads() as n:  # outside a Ray task nothing changes
+        assert n is None
+
+
 def test_rerun_skips_finished_videos(inputs, config, ray_out, dataset_view):
     out, _ = ray_out
     before = dataset_view(out)
