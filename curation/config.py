@@ -301,7 +301,8 @@ class ExportConfig(Section):
         le=16,
         description="x264 threads per exported clip. Fixed, not the node's CPU count: x264's bytes depend on its "
         "thread count only, so every node exports the same bytes. 1: the smallest clips and the least CPU per "
-        "frame; the cores are kept busy by encoding export.encoders clips at once (BENCHMARKS.md, 'Export speed').",
+        "frame; the cores are kept busy by encoding export.encoders clips at once (BENCHMARKS.md, 'Export: clips "
+        "encoded at once').",
     )
     encoders: int = Field(
         2,
