@@ -309,7 +309,7 @@ class ExportConfig(Section):
         ge=1,
         le=16,
         description="Clips of a video encoded at once, each on its own thread, fed by the one decode pass (the "
-        "decoder runs ahead into the next clips, holding up to 64 MiB of frames per encoder). Changes speed and "
+        "decoder runs ahead into the next clips, holding about 64 MiB of frames per encoder). Changes speed and "
         "memory only, never a byte of a clip.",
     )
     max_shot_s: float | None = Field(

@@ -16,16 +16,20 @@ from collections.abc import Iterator
 
 
 def video_cpus(node_cpus: list[float], videos: int) -> int:
-    """CPUs each stage task of a video asks for: the cluster's CPUs shared among the run's ``videos``
-    (``floor(total / videos)``), at least 1 and at most the smallest node's, so a task fits on every node.
+    """CPUs each stage task of a video asks for: the largest ``k`` such that the nodes hold a ``k``-CPU slot
+    for every one of the run's ``videos`` at once (``sum(floor(cpus / k)) >= videos``), at least 1.
 
     With as many videos as CPUs or more this is 1: every core busy with its own video. With fewer, a video
     gets the cores that would otherwise sit idle, so one long video on a laptop no longer runs its models
-    on one core."""
-    nodes = [c for c in node_cpus if c >= 1]
+    on one core. Counting slots per node keeps every task placeable: 3 videos on nodes of 2 and 64 CPUs ask
+    for 21 each (all on the big node), not 22, of which only two would fit."""
+    nodes = [int(c) for c in node_cpus if c >= 1]
     if not nodes or videos < 1:
         return 1
-    return max(1, min(int(sum(nodes) // videos), int(min(nodes))))
+    for k in range(min(max(nodes), sum(nodes) // videos), 1, -1):
+        if sum(n // k for n in nodes) >= videos:
+            return k
+    return 1
 
 
 @contextlib.contextmanager

@@ -129,7 +129,9 @@ def test_video_cpus_share_the_idle_cores():
 
     assert video_cpus([2.0], 1) == 2 and video_cpus([2.0], 2) == 1 and video_cpus([2.0], 40) == 1
     assert video_cpus([16.0], 3) == 5  # floor: 15 of 16 cores asked for
-    assert video_cpus([8.0, 4.0], 1) == 4  # a task must fit on every node
+    assert video_cpus([8.0, 4.0], 1) == 8  # one video: the biggest node
+    assert video_cpus([2.0, 64.0], 3) == 21  # every task placeable at once: 22 would fit only twice
+    assert video_cpus([4.0, 4.0], 3) == 2 and video_cpus([4.0, 4.0], 2) == 4  # a task never spans nodes
     assert video_cpus([8.0, 0.0], 1) == 8  # a node with no CPU (a head node kept for the driver) runs no task
     assert video_cpus([], 1) == video_cpus([2.0], 0) == 1
     with task_threads() as n:  # outside a Ray task nothing changes
