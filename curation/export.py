@@ -43,6 +43,7 @@ import numpy as np
 from .config import CurateConfig
 from .errors import FilmweaverError, UnsupportedVideo
 from .records import VideoRecord
+from .scores import cpu_threads
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .video import FrameDecoder, analysis_size, local_path, norm_rotation, select_video_stream
 
@@ -148,7 +149,10 @@ def cut_clips(
     waiting: list[tuple[Clip, list[np.ndarray]]] = []  # neighbour lists still missing the next frame
     lasts = {end - 1 for _, end in ranges}
     stop = max((end for _, end in ranges), default=0)
-    decoder = FrameDecoder(uri, size)
+    # FFmpeg's frame threads cost ~20% more CPU per frame than one thread; with no core left beyond the
+    # encoders they only take CPU from x264 (6.6 min of real 720p: export 76 -> 64 s with the clip checks on
+    # one thread too, BENCHMARKS.md "Export: clips encoded at once")
+    decoder = FrameDecoder(uri, size, threads=1 if cpu_threads() <= encoders else 0)
 
     def reference(raw: av.VideoFrame) -> np.ndarray:
         return clip_frame(decoder, raw, size).to_ndarray(format="rgb24")
@@ -319,6 +323,7 @@ def verify_clip(
                 stream = select_video_stream(container, "the clip")
             except FilmweaverError as exc:
                 return f"the clip ({len(data)} bytes) has no usable video stream: {exc}"
+            stream.codec_context.thread_count = 1  # checks of several clips run at once, one per writer
             got: dict[str, np.ndarray] = {}
             last = None
             n = 0
