@@ -43,8 +43,8 @@ import numpy as np
 from .config import CurateConfig
 from .errors import FilmweaverError, UnsupportedVideo
 from .records import VideoRecord
-from .scores import cpu_threads
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
+from .threads import cpu_threads
 from .video import FrameDecoder, analysis_size, local_path, norm_rotation, select_video_stream
 
 _CLIP_TIME_BASE = Fraction(1, 90000)  # clip timestamps keep the source's frame times (variable rates too)

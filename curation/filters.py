@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -30,8 +28,9 @@ from .config import CurateConfig, FiltersConfig
 from .embed import resolve_device
 from .errors import MissingDependency
 from .records import Reject, SceneRecord, ShotRecord
-from .scores import KeyframeScorer, SizedPool
+from .scores import KeyframeScorer
 from .stage import Stage, VideoUnit
+from .threads import SizedPool, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -256,22 +255,6 @@ class SceneFilter(Stage):
         counts = iter(found)
         for i in shot_idx:
             unit.shots[i].n_faces = max((next(counts) for _ in unit.keyframes[i]), default=0)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Torch intra-op CPU threads set to ``n`` for the block and restored after; ``n=0`` leaves them as they are."""
-    if n <= 0:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def scene_verdict(config: FiltersConfig, passing: list[ShotRecord]) -> tuple[str, str] | None:

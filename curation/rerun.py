@@ -34,6 +34,7 @@ NOT_RESULT_FIELDS = {
     "shots": {"device"},
     "embed": {"device", "batch_size"},
     "filters": {"device", "face_threads"},
+    "export": {"encoders"},
     "caption": {
         "file_poll_s",
         "file_timeout_s",

@@ -1,7 +1,7 @@
 """CPUs per video in the Ray engine: what each video's stage tasks ask Ray for, and the threads they then run.
 
 Ray gives a task the CPUs it asks for, and the stages size their thread pools from them: TransNetV2 and MTCNN
-run on torch's threads, text detection on ``OMP_NUM_THREADS`` (``curation.scores.cpu_threads``). Ray sets
+run on torch's threads, text detection on ``OMP_NUM_THREADS`` (``curation.threads.cpu_threads``). Ray sets
 ``OMP_NUM_THREADS`` only when it starts a worker process, from the first task the worker runs, and reuses
 workers for tasks of other sizes; ``task_threads`` sets both from the running task's own CPUs instead.
 """

@@ -40,9 +40,10 @@ def clean(films, config, tmp_path_factory, dataset_view):
 
 
 def test_config_hash_counts_only_what_changes_results(config, small_settings):
-    same = load_config(None, [*small_settings, "caption.concurrency=3", "embed.device=cpu"])
+    speed_only = ["caption.concurrency=3", "embed.device=cpu", "export.encoders=3", "filters.face_threads=1"]
+    same = load_config(None, [*small_settings, *speed_only])
     assert config_hash(same) == config_hash(config)
-    for change in ("scenes.window=5", "export.crf=30", "caption.prompt_version=v2"):
+    for change in ("scenes.window=5", "export.crf=30", "export.threads=2", "caption.prompt_version=v2"):
         assert config_hash(load_config(None, [*small_settings, change])) != config_hash(config), change
 
 
