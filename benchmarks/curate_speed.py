@@ -10,7 +10,10 @@ The input is a long real video at 1280x720, 25 frames/s (x264), looped to ``--mi
 
 Both commands run on the same file in fresh subprocesses, interleaved ``--repeats`` times;
 the ratio of median wall times is reported (target: curate / split-video <= 0.5), with the machine's busy CPU
-seconds during each and curate's stage seconds. ``filmweaver curate`` runs its defaults (the default engine,
+seconds during each and curate's stage seconds. A third command is the floor of curate's export: the FFmpeg CLI
+alone decoding the whole video, scaling it to ``export.short_side`` and encoding it with x264 at the export's
+preset and CRF on every core (no analysis, no filters, no checks, no Ray): what no curate run can go below when
+it keeps every frame. ``filmweaver curate`` runs its defaults (the default engine,
 Ray Data on this machine; the default shot backend; the weight-free embedder unless CLIP weights are cached;
 no captioner; ``--set`` adds settings); ``split-video`` re-encodes every detected scene with FFmpeg, as a
 user of PySceneDetect would.
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.real_footage import OUT, SKIP_SOURCES, build  # noqa: E402
 from benchmarks.real_sources import real_videos  # noqa: E402
+from curation.config import load_config  # noqa: E402
 from curation.video import probe  # noqa: E402
 
 
@@ -108,6 +112,24 @@ def stage_seconds(out: Path) -> str:
     return ", ".join(f"{k} {s:.1f}" for s, k in ranked if s >= 0.5)
 
 
+def export_floor_cmd(video: Path, out: Path, overrides: list[str]) -> list[str]:
+    """FFmpeg CLI command doing only the export's pixel work on all of ``video``: decode, scale to the configured
+    short side (never up), x264 at the configured preset and CRF, every thread FFmpeg wants; audio dropped."""
+    import imageio_ffmpeg
+
+    export = load_config(None, overrides).export
+    side = export.short_side
+    scale = f"scale='if(lt(iw,ih),min(iw,{side}),-2)':'if(lt(iw,ih),-2,min(ih,{side}))'"
+    x264 = ("-c:v", "libx264", "-preset", export.preset, "-crf", str(export.crf), "-pix_fmt", "yuv420p")
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video)] + [
+        "-an",
+        "-vf",
+        scale,
+        *x264,
+        str(out),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", choices=("sources", "dense"), default="sources", help="which long video (above)")
@@ -120,7 +142,7 @@ def main() -> None:
     print(f"input: {video.name}, {info.width}x{info.height}, {info.n_frames} frames, {info.duration_s:.1f} s")
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    curate_s, split_s = [], []
+    curate_s, split_s, floor_s = [], [], []
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             sets = [x for kv in args.overrides for x in ("--set", kv)]
@@ -132,14 +154,18 @@ def main() -> None:
             split_wall, split_cpu = timed([*cmd, "detect-adaptive", "split-video"], env)
             split_s.append(split_wall)
             n_split = len(list(Path(f"{tmp}/split").glob("*.mp4")))
+            floor_wall, floor_cpu = timed(export_floor_cmd(video, Path(tmp) / "floor.mp4", args.overrides), env)
+            floor_s.append(floor_wall)
             shutil.rmtree(tmp, ignore_errors=True)
         print(
             f"repeat {r}: curate {wall:.1f} s ({cpu:.0f} CPU s; stages: {stages}), "
-            f"scenedetect split-video {split_wall:.1f} s ({split_cpu:.0f} CPU s, {n_split} clips)",
+            f"scenedetect split-video {split_wall:.1f} s ({split_cpu:.0f} CPU s, {n_split} clips), "
+            f"export floor (FFmpeg alone) {floor_wall:.1f} s ({floor_cpu:.0f} CPU s)",
             flush=True,
         )
-    c, s = statistics.median(curate_s), statistics.median(split_s)
+    c, s, f = (statistics.median(x) for x in (curate_s, split_s, floor_s))
     print(f"curate / split-video = {c:.1f} / {s:.1f} = **{c / s:.3f}** (target <= 0.5)")
+    print(f"export floor / split-video = {f:.1f} / {s:.1f} = {f / s:.3f}")
 
 
 if __name__ == "__main__":

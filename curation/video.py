@@ -292,6 +292,34 @@ def _claimed_duration(container: av.container.InputContainer, stream: av.video.s
     return None
 
 
+def demuxed_duration(video: VideoRecord) -> float:
+    """Seconds of ``video``'s stream measured from its packets, demuxed without decoding: the span of their
+    timestamps (first to last, plus the last packet's duration or one frame), or their count over the frame
+    rate when they carry none (raw elementary streams). For files whose container claims no duration (raw
+    streams, WebM written to a pipe), where ``probe`` leaves ``duration_s`` 0; 0.0 when no packet has data.
+
+    Reads the whole file once (I/O bound: no frame is decoded)."""
+    with _open_container(video.uri) as container:
+        stream = container.streams[video.stream_index]
+        first, last, end, count = None, None, 0, 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                count += 1
+                if packet.pts is not None:
+                    first = packet.pts if first is None else min(first, packet.pts)
+                    if last is None or packet.pts >= last:
+                        last, end = packet.pts, packet.pts + (packet.duration or 0)
+        except av.FFmpegError:
+            pass  # damaged data: what was demuxed before it counts, as in the analysis pass
+        frame_s = 1 / float(video.fps) if video.fps else 0.0
+        if first is not None and stream.time_base and last > first:
+            span = float((end - first) * stream.time_base)
+            return span if end > last else span + frame_s
+        return count * frame_s
+
+
 # --------------------------------------------------------------------------------------------- decode
 
 

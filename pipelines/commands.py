@@ -115,15 +115,42 @@ def curate(
     return _engine(engine)(uris, out_dir, config, reprocess=reprocess, check=check, **options)
 
 
+def dry_run(config: CurateConfig, inputs: list[str]) -> str:
+    """``curate --dry-run``: the captioning estimate for ``inputs`` (expanded like ``curate``'s), from each
+    video's duration; nothing is decoded or written. Inputs the probe stage would reject are not counted and
+    are named in a warning line. A container that claims no duration (raw streams, WebM written to a pipe)
+    is measured from its packets (``demuxed_duration``)."""
+    from curation.captions.estimate import estimate_for_videos
+    from curation.records import Reject, VideoRecord
+    from curation.stage import VideoUnit
+    from curation.video import ProbeVideo, demuxed_duration
+
+    from .inputs import expand_inputs
+
+    uris = expand_inputs(inputs)
+    stage = ProbeVideo(config)
+    seconds, rejected = [], []
+    for uri in uris:
+        out = stage.process(VideoUnit(VideoRecord(video_id=uri, uri=uri)))
+        if isinstance(out, Reject):
+            rejected.append(f"{uri} ({out.reason})")
+            continue
+        video = out.video
+        seconds.append(video.duration_s if video.container_duration_s else demuxed_duration(video))
+    lines = [estimate_for_videos(config, seconds).summary()]
+    if rejected:
+        shown = "; ".join(rejected[:5]) + (f"; and {len(rejected) - 5} more" if len(rejected) > 5 else "")
+        lines.append(
+            f"warning: {len(rejected)} of {len(uris)} inputs would be rejected by the probe stage and are not "
+            f"counted: {shown}"
+        )
+    return "\n".join(lines)
+
+
 def cmd_curate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.dry_run:
-        from curation.captions.estimate import estimate_for_videos
-        from curation.video import probe
-
-        from .inputs import expand_inputs
-
-        print(estimate_for_videos(config, [probe(u).duration_s for u in expand_inputs(args.inputs)]).summary())
+        print(dry_run(config, args.inputs))
         return 0
     if not args.out:
         raise ConfigError("curate needs --out DIR (the output folder; a rerun into it resumes)")

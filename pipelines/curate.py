@@ -133,37 +133,49 @@ class StageRunner:
     """Runs one ``StageGroup`` on a batch of rows; a callable class, so it also serves as an actor.
 
     ``ledger``: the run's ``AttemptLedger`` actor, told of every video this runner starts and finishes; a
-    video it says has crashed its workers too often is rejected as ``quarantined`` without running a stage.
+    video it says has crashed its workers too often is rejected as ``quarantined`` without running a stage,
+    and the videos of a batch whose worker died run one at a time after the rest of their batch.
     """
 
     def __init__(
         self, config_json: str, stage_dir: str | None, names: tuple[str, ...], scene: bool, ledger: Any = None
     ):
         self.stages = _built_stages(config_json, stage_dir, names)
-        self.scene = scene
-        self.guard = AttemptGuard(ledger, "+".join(names)) if ledger is not None else None
+        self.scene, self.names = scene, "+".join(names)
+        self.guard = AttemptGuard(ledger, self.names) if ledger is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
         works: list[_Work] = [pickle.loads(b) for b in batch[COLUMN]]
-        started = [w.video_id for w in works if not w.rejected and self._begin(w)]
         with task_threads():
-            self._run(works)
-        if self.guard is not None and started:
-            self.guard.end(started)
+            alone = self._attempt([w for w in works if not w.rejected])
+            for w in alone:  # suspects of an earlier batch crash: one at a time, so a crash names its video
+                self._attempt([w])
         return {COLUMN: [pickle.dumps(w, protocol=5) for w in works]}
 
-    def _begin(self, w: _Work) -> bool:
-        """Whether ``w`` may run: not when the ledger quarantines it (then it becomes a rejected video)."""
+    def _attempt(self, works: list[_Work]) -> list[_Work]:
+        """Run the stages on ``works`` together, as one attempt the ledger knows of; the works it defers
+        (``AttemptLedger.begin``: to run alone) are returned unrun, the quarantined ones become rejected."""
+        if not works:
+            return []
+        plan = {"started": [w.video_id for w in works], "alone": [], "quarantined": {}}
         if self.guard is not None:
-            detail = self.guard.begin(w.video_id)
+            plan = self.guard.begin([w.video_id for w in works])
+        for w in works:
+            detail = plan["quarantined"].get(w.video_id)
             if detail is not None:
                 w.rejects.append(Reject(w.video_id, w.uri, "ray", "quarantined", detail))
                 w.rejected = True
-                return False
-        testing_crash_hook(w.uri)
-        return True
+        started = [w for w in works if w.video_id in plan["started"]]
+        for w in started:
+            testing_crash_hook(w.uri, self.names)
+        self._run(started)
+        if self.guard is not None and started:
+            self.guard.end([w.video_id for w in started])
+        return [w for w in works if w.video_id in plan["alone"]]
 
     def _run(self, works: list[_Work]) -> None:
+        if not works:
+            return
         for stage in self.stages:
             stage.stats = StageStats()
             if self.scene:
@@ -356,6 +368,7 @@ def run_ray(
         "stage_cpu_busy_share": busy_share,  # stage task s x cpus_per_video / (graph s x cluster CPUs)
         "stage_window": attempts.get("stage_window"),  # Unix times of the first stage start, last stage end
         "worker_crashes": sum(len(c) for c in attempts["crashes"].values()),
+        "batch_crashes": attempts.get("batch_crashes", 0),  # workers that died holding several videos
         "node_losses": attempts["node_losses"],
         "quarantined_videos": len(attempts["quarantined"]),
         "failed_videos": len(failed),

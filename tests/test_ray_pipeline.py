@@ -20,6 +20,7 @@ from pipelines.output import DatasetOutput
 from pipelines.ray_attempts import TESTING_CRASH_ENV
 
 POISON = "poison-"  # inputs whose name holds this SIGKILL their Ray worker (the testing hook)
+CAPTION_POISON = "captionkill-"  # ... only in the caption stage group (the LLM actor pool's batches)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def inputs(tmp_path_factory) -> list[str]:
 def ray_session():
     import ray
 
-    os.environ[TESTING_CRASH_ENV] = POISON  # inherited by the workers of the Ray started here
+    os.environ[TESTING_CRASH_ENV] = f"{POISON},{CAPTION_POISON}@caption"  # inherited by the Ray started here
     try:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
         yield ray
@@ -198,6 +199,40 @@ def test_video_that_kills_its_worker_is_quarantined_in_the_same_run(
     assert not (out / "state" / "failures.json").exists()
 
 
+def test_a_crash_in_a_batch_of_videos_quarantines_only_the_video_that_caused_it(
+    inputs, settings, ray_session, dataset_view, tmp_path, monkeypatch
+):
+    """Captioning runs in an actor pool that takes several videos per call. One video kills the actor's worker
+    in the caption stage: its batch's other videos are retried one at a time and curated, and only the one
+    that crashes alone is quarantined (before: every video of the batch was charged and quarantined)."""
+    from curation.video import content_id
+    from filmweaver_testing.fake_llm import FakeOpenAI
+
+    poison = tmp_path / f"{CAPTION_POISON}film.mp4"
+    make_film(poison, seed=9, n_scenes=1, shots_per_scene=(2, 2), shot_seconds=(1.0, 1.0))
+    videos = [inputs[0], str(poison), inputs[1]]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI() as srv:
+        llm = ["caption.backend=openai", f"caption.base_url={srv.url}/v1", "caption.model=m", "verify.enabled=false"]
+        config = load_config(None, [*settings, *llm])
+        assert [g.names for g in plan_groups(config, gpus=False) if g.actors] == [("caption", "verify")]
+        summary = run_ray(videos, str(tmp_path / "out"), config, max_failures=2)
+    assert summary.videos == 3 and summary.rejects == {"ray/quarantined": 1}
+    m, samples = dataset_view(tmp_path / "out")
+    assert {v["uri"]: v["status"] for v in m["videos"]} == {inputs[0]: "ok", str(poison): "rejected", inputs[1]: "ok"}
+    [reject] = [r for r in m["rejects"] if r["reason"] == "quarantined"]
+    assert reject["item_id"] == content_id(str(poison)) and "caption+verify" in reject["detail"]
+    kept = (content_id(inputs[0]), content_id(inputs[1]))
+    assert (
+        samples
+        and all(k.startswith(kept) for k in samples)
+        and all(any(k.startswith(v) for k in samples) for v in kept)
+    )
+    assert all(s["caption_status"] == "captioned" for s in m["scenes"])
+    ray_info = json.loads((tmp_path / "out" / "run.json").read_text())["ray"]
+    assert ray_info["batch_crashes"] == 1 and ray_info["worker_crashes"] == 2 and ray_info["quarantined_videos"] == 1
+
+
 def test_filmweaver_curate_has_every_ray_option(capsys, tmp_path):
     def ray_flags(parser) -> set[str]:
         if "curate" in parser.prog.split():
@@ -227,24 +262,73 @@ def test_clip_bytes_do_not_depend_on_the_cpus_a_node_has(inputs, tmp_path):
     assert (tmp_path / "all-cpus").read_bytes() == (tmp_path / "one-cpu").read_bytes()
 
 
+def _go(ledger, video_ids, group, node, pid):
+    """``begin`` on node ``n<node>`` (ip 10.0.0.<node>); the verdicts: started, alone, quarantined ids."""
+    plan = ledger.begin(video_ids, group, f"n{node}", f"10.0.0.{node}", pid)
+    return plan["started"], plan["alone"], sorted(plan["quarantined"])
+
+
 def test_ledger_charges_crashes_to_the_video_and_node_losses_to_no_one(monkeypatch):
     from pipelines.ray_attempts import AttemptLedger
 
     alive = {"n1", "n2"}
     monkeypatch.setattr(AttemptLedger, "_alive", lambda self: set(alive))
     ledger = AttemptLedger(max_failures=2)
-    assert ledger.begin("v", "probe", "n2", "10.0.0.2", 7) is None
+    assert _go(ledger, ["v"], "probe", 2, 7) == (["v"], [], [])
     alive.discard("n2")  # node n2 is lost with the attempt: Ray re-runs it, no crash is charged
-    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 8) is None
-    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 9) is None  # pid 8 died on a live node: crash 1
+    assert _go(ledger, ["v"], "probe", 1, 8) == (["v"], [], [])
+    assert _go(ledger, ["v"], "probe", 1, 9) == (["v"], [], [])  # pid 8 died on a live node: crash 1
     ledger.end(["v"])  # this attempt finished: a later start (e.g. a reconstruction) charges nothing
-    assert ledger.begin("v", "export", "n1", "10.0.0.1", 9) is None
-    detail = ledger.begin("v", "export", "n1", "10.0.0.1", 10)  # pid 9 died: crash 2 -> quarantined
-    assert detail is not None and "died in 2 attempts" in detail and "worker 9 on node 10.0.0.1" in detail
-    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 10) is None  # other videos go on
+    assert _go(ledger, ["v"], "export", 1, 9) == (["v"], [], [])
+    detail = ledger.begin(["v"], "export", "n1", "10.0.0.1", 10)["quarantined"]["v"]  # pid 9 died: crash 2
+    assert "died in 2 attempts" in detail and "worker 9 on node 10.0.0.1" in detail
+    assert _go(ledger, ["w"], "probe", 1, 10) == (["w"], [], [])  # other videos go on
     report = ledger.report()
     assert report["node_losses"] == 1 and report["quarantined"] == ["v"] and len(report["crashes"]["v"]) == 2
+    assert report["batch_crashes"] == 0
     assert {n["ip"]: n["stage_attempts"] for n in report["nodes_worked"]} == {"10.0.0.1": 4, "10.0.0.2": 1}
+
+
+def test_ledger_charges_a_batch_crash_to_none_and_finds_the_video_alone(monkeypatch):
+    """A worker holding three videos dies: none is charged; each then runs alone, and only the one that
+    crashes alone is charged and quarantined (before: all three, the innocent two lost from the run)."""
+    from pipelines.ray_attempts import AttemptLedger
+
+    monkeypatch.setattr(AttemptLedger, "_alive", lambda self: {"n1"})
+    ledger = AttemptLedger(max_failures=2)
+    batch = ["a", "bad", "c"]
+    assert _go(ledger, batch, "caption+verify", 1, 7) == (batch, [], [])  # pid 7 dies holding all three
+    assert _go(ledger, batch, "caption+verify", 1, 8) == ([], batch, [])  # Ray's retry: all three alone
+    assert _go(ledger, ["a"], "caption+verify", 1, 8) == (["a"], [], [])
+    ledger.end(["a"])
+    assert _go(ledger, ["bad"], "caption+verify", 1, 8) == (["bad"], [], [])  # pid 8 dies running it alone
+    assert _go(ledger, batch, "caption+verify", 1, 9) == ([], batch, [])  # suspects stay alone
+    assert _go(ledger, ["a"], "caption+verify", 1, 9) == (["a"], [], [])
+    ledger.end(["a"])
+    assert _go(ledger, ["bad"], "caption+verify", 1, 9) == (["bad"], [], [])  # crash 2 of 'bad' alone
+    assert _go(ledger, batch, "caption+verify", 1, 10) == ([], ["a", "c"], ["bad"])
+    for video in ("a", "c"):
+        assert _go(ledger, [video], "caption+verify", 1, 10) == ([video], [], [])
+        ledger.end([video])
+    assert _go(ledger, ["d", "e"], "caption+verify", 1, 10) == (["d", "e"], [], [])  # others still batch
+    report = ledger.report()
+    assert (
+        report["quarantined"] == ["bad"] and list(report["crashes"]) == ["bad"] and len(report["crashes"]["bad"]) == 2
+    )
+    assert report["batch_crashes"] == 1 and report["node_losses"] == 0
+
+
+def test_ledger_counts_a_batch_lost_with_its_node_as_node_losses(monkeypatch):
+    from pipelines.ray_attempts import AttemptLedger
+
+    alive = {"n1", "n2"}
+    monkeypatch.setattr(AttemptLedger, "_alive", lambda self: set(alive))
+    ledger = AttemptLedger(max_failures=2)
+    assert _go(ledger, ["a", "b"], "caption+verify", 2, 7) == (["a", "b"], [], [])
+    assert _go(ledger, ["a", "b"], "caption+verify", 1, 8) == ([], ["a", "b"], [])  # n2 still looked alive
+    alive.discard("n2")  # ... but it was lost
+    report = ledger.report()
+    assert report["batch_crashes"] == 0 and report["node_losses"] == 2 and report["crashes"] == {}
 
 
 def test_ledger_turns_a_crash_on_a_node_found_dead_later_into_a_node_loss(monkeypatch):
@@ -254,10 +338,10 @@ def test_ledger_turns_a_crash_on_a_node_found_dead_later_into_a_node_loss(monkey
     alive = {"n1", "n2"}
     monkeypatch.setattr(AttemptLedger, "_alive", lambda self: set(alive))
     ledger = AttemptLedger(max_failures=3)
-    assert ledger.begin("v", "probe", "n2", "10.0.0.2", 7) is None
-    assert ledger.begin("v", "probe", "n1", "10.0.0.1", 8) is None  # n2 still looks alive: crash charged
-    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 9) is None
-    assert ledger.begin("w", "probe", "n1", "10.0.0.1", 10) is None  # a real crash on a live node
+    assert _go(ledger, ["v"], "probe", 2, 7) == (["v"], [], [])
+    assert _go(ledger, ["v"], "probe", 1, 8) == (["v"], [], [])  # n2 still looks alive: crash charged
+    assert _go(ledger, ["w"], "probe", 1, 9) == (["w"], [], [])
+    assert _go(ledger, ["w"], "probe", 1, 10) == (["w"], [], [])  # a real crash on a live node
     alive.discard("n2")  # the cluster notices the node is gone
     report = ledger.report()
     assert report["node_losses"] == 1 and report["crashes"] == {"w": [report["crashes"]["w"][0]]}

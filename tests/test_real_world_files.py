@@ -13,9 +13,9 @@ import pytest
 import tests.real_world_kinds as kinds
 from curation.config import load_config
 from curation.export import clip_frame, cut_clips, verify_clip
-from curation.video import FrameDecoder, probe
+from curation.video import FrameDecoder, demuxed_duration, probe
 from filmweaver_testing.films import make_film
-from pipelines.commands import curate
+from pipelines.commands import curate, dry_run
 from pipelines.inputs import InputNotFound, expand_inputs
 from tests.clip_invariant import check_clips
 from tests.conftest import read_manifests
@@ -142,6 +142,23 @@ def test_container_claims_are_kept_beside_the_truth(curated, archive):
         video = _video(curated, archive, kind)
         assert video["container_duration_s"] is None and video["duration_s"] == pytest.approx(4.8, abs=0.02)
     assert _video(curated, archive, "low_fps")["container_fps"] == 2.0
+
+
+def test_dry_run_measures_what_the_container_does_not_claim(archive, config):
+    """A raw stream and a piped WebM claim no duration: --dry-run measures them from their packets (it priced
+    them at 0 s), equal to a file of the same length that claims one; files the probe rejects are named."""
+    files = archive["files"]
+    for kind in ("annexb", "webm_pipe"):  # 4.8 s each; the decode agrees (test above)
+        assert probe(str(files[kind])).duration_s == 0.0
+        assert demuxed_duration(probe(str(files[kind]))) == pytest.approx(4.8, abs=0.02)
+    claimed = dry_run(config, [str(files["duplicate"])])  # an MP4 of the same 4.8 s
+    assert "2 shots, 5 s of video" in claimed
+    assert dry_run(config, [str(files["annexb"])]) == dry_run(config, [str(files["webm_pipe"])]) == claimed
+    text = dry_run(config, [str(files[k]) for k in ("annexb", "unsupported", "cover_only")])
+    estimate, warning = text.split("\n")
+    assert estimate == claimed
+    assert warning.startswith("warning: 2 of 3 inputs would be rejected by the probe stage and are not counted")
+    assert f"{files['unsupported']} (unsupported-codec)" in warning and str(files["cover_only"]) in warning
 
 
 def test_summary_hours_come_from_the_decode(curated, archive):
