@@ -20,6 +20,7 @@ user of PySceneDetect would.
 
     .venv/bin/python benchmarks/curate_speed.py                 # 6.6 minutes of real sources at 720p, one repeat
     .venv/bin/python benchmarks/curate_speed.py --input dense --minutes 2 --repeats 3
+    .venv/bin/python benchmarks/curate_speed.py --engine local --set export.preset=ultrafast
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6.6)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra curate --set KEY=VALUE")
+    ap.add_argument("--engine", choices=("ray", "local"), default="ray", help="curate's engine (default: its default)")
     args = ap.parse_args()
     video = long_video(args.input, args.minutes)
     info = probe(str(video))
@@ -146,7 +148,16 @@ def main() -> None:
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             sets = [x for kv in args.overrides for x in ("--set", kv)]
-            cmd = [str(bin_dir / "filmweaver"), "curate", str(video), "--out", f"{tmp}/ds", *sets]
+            cmd = [
+                str(bin_dir / "filmweaver"),
+                "curate",
+                str(video),
+                "--out",
+                f"{tmp}/ds",
+                "--engine",
+                args.engine,
+                *sets,
+            ]
             wall, cpu = timed(cmd, env)
             curate_s.append(wall)
             stages = stage_seconds(Path(tmp) / "ds")
