@@ -341,16 +341,19 @@ def contact_sheet(path: Path, name: str, source: dict) -> None:
 
 
 def build(n_shot_films: int = 6, n_scene_films: int = 6, rebuild: bool = False, seed: int = 0) -> dict[str, list[Film]]:
-    """Build (or load from ``OUT``) the shot and scene films; returns ``{"shots": [...], "scenes": [...]}``."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    stamp = OUT / "set.json"
+    """Build (or load) the shot and scene films; returns ``{"shots": [...], "scenes": [...]}``. Seed 0 is the
+    set in ``OUT``; another seed draws other films from the same true shots into ``OUT/seed-N`` (a held-out
+    set for settings tuned on seed 0)."""
+    films_dir = OUT if seed == 0 else OUT / f"seed-{seed}"
+    films_dir.mkdir(parents=True, exist_ok=True)
+    stamp = films_dir / "set.json"
     recipe = {"version": FILMS_VERSION, "shot_films": n_shot_films, "scene_films": n_scene_films, "seed": seed}
     if not rebuild and stamp.exists() and json.loads(stamp.read_text()) == recipe:
-        return {k: [Film.load(p) for p in sorted(OUT.glob(f"{k}-*.mp4"))] for k in ("shots", "scenes")}
-    for old in [*OUT.glob("shots-*"), *OUT.glob("scenes-*")]:
+        return {k: [Film.load(p) for p in sorted(films_dir.glob(f"{k}-*.mp4"))] for k in ("shots", "scenes")}
+    for old in [*films_dir.glob("shots-*"), *films_dir.glob("scenes-*")]:
         old.unlink()
     stamp.unlink(missing_ok=True)
-    print("building the real-footage set in", OUT, flush=True)
+    print("building the real-footage set in", films_dir, flush=True)
     sources = source_shots(rebuild)
     (OUT / "contact").mkdir(exist_ok=True)
     for name, src in sources.items():
@@ -359,10 +362,10 @@ def build(n_shot_films: int = 6, n_scene_films: int = 6, rebuild: bool = False, 
     plans = []
     for i in range(n_shot_films):
         segs, kinds = plan_shot_film(sources, rng, 24)
-        plans.append((OUT / f"shots-{i:02d}.mp4", segs, kinds, []))
+        plans.append((films_dir / f"shots-{i:02d}.mp4", segs, kinds, []))
     for i in range(n_scene_films):
         segs, kinds, starts = plan_scene_film(sources, rng, 6)
-        plans.append((OUT / f"scenes-{i:02d}.mp4", segs, kinds, starts))
+        plans.append((films_dir / f"scenes-{i:02d}.mp4", segs, kinds, starts))
     store = FrameStore(sources, [s for _, segs, _, _ in plans for s in segs])
     out: dict[str, list[Film]] = {"shots": [], "scenes": []}
     for path, segs, kinds, starts in plans:

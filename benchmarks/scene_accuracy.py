@@ -11,6 +11,7 @@ saved to a file and loaded through ``load_embedder``, the real loading path: it 
 numbers mean nothing); ``--clip-checkpoint PATH`` adds a real open_clip ViT-B-32 checkpoint where one exists.
 
     .venv/bin/python benchmarks/scene_accuracy.py --real
+    .venv/bin/python benchmarks/scene_accuracy.py --real --seed 1 --films 12     # held out: other films
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="the real-footage scene films (the only set so far)")
     ap.add_argument("--shots-backend", default="auto")
     ap.add_argument("--clip-checkpoint", help="a real open_clip ViT-B-32 checkpoint file, if this machine has one")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="other scene films from the same true shots (held out: 1, 2...)"
+    )
+    ap.add_argument("--films", type=int, default=6, help="scene films to build for --seed other than 0")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    films = build()["scenes"]
+    films = build(0, args.films, seed=args.seed)["scenes"] if args.seed else build()["scenes"]
     n_true = sum(len(f.scene_starts()) for f in films)
     print(f"{len(films)} scene films, {sum(f.n_frames for f in films)} frames, {n_true} true scene starts")
 

@@ -75,7 +75,8 @@ class KeyframesConfig(Section):
         "first_middle_last",
         description="Keyframes taken per shot: its middle frame, or its first, middle and last (scene "
         "clustering compares shots by the mean of their keyframes' embeddings, or as sets with "
-        "scenes.compare=best_pair, so a shot that pans matches either end).",
+        "scenes.compare=best_pair, so a shot that pans matches either end). Frames of a dissolve or fade at a "
+        "shot's ends are never keyframes.",
     )
     jpeg_quality: int = Field(
         90,

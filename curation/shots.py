@@ -21,9 +21,11 @@ while decoding, in bounded memory).
 - ``auto``: TransNetV2 on CUDA, ``cascade`` on CPU (TransNetV2 runs at tens of frames/s on a CPU).
 
 A boundary's ``frame`` is the first frame of the new shot; a gradual transition's boundary is its middle
-frame. Boundaries closer than ``shots.min_shot_s`` seconds (at least ``shots.min_shot_frames`` frames) to
-each other (or to either end of the video) are resolved by dropping the weaker one, which merges the short
-shot into the neighbour across that boundary; seconds, so 2 fps and 120 fps footage split alike.
+frame, so the shots on both sides hold half of it each. Keyframes are taken from a shot's frames outside the
+gradual transitions at its ends (when the detector reports their span), never from a blend of two shots.
+Boundaries closer than ``shots.min_shot_s`` seconds (at least ``shots.min_shot_frames`` frames) to each other
+(or to either end of the video) are resolved by dropping the weaker one, which merges the short shot into the
+neighbour across that boundary; seconds, so 2 fps and 120 fps footage split alike.
 
 Frame indices and times come from one ``FrameDecoder`` pass, whose report then replaces the probe's frame
 count, duration and rate (``DecodeReport.apply``). When decoding stops early on damage, the shot it was in
@@ -449,11 +451,14 @@ class FrameReservoir:
             self.stride *= 2
             self.frames = [(i, f) for i, f in self.frames if (i - self.start) % self.stride == 0]
 
-    def nearest(self, target: int) -> tuple[int, np.ndarray]:
-        """The kept frame nearest ``target`` (the earlier one on ties)."""
+    def nearest(self, target: int, within: tuple[int, int] | None = None) -> tuple[int, np.ndarray]:
+        """The kept frame nearest ``target`` (the earlier one on ties), among those in ``within`` = ``[a, b)``
+        when it holds any."""
         candidates = self.frames + ([self.last] if self.last is not None else [])
         if not candidates:
             raise ValueError("empty reservoir")
+        if within is not None:
+            candidates = [c for c in candidates if within[0] <= c[0] < within[1]] or candidates
         return min(candidates, key=lambda c: (abs(c[0] - target), c[0]))
 
 
@@ -465,12 +470,20 @@ def keyframe_targets(start: int, end: int, mode: str) -> list[int]:
     return sorted({start, middle, end - 1})
 
 
+def gradual_span(boundary: Boundary | None) -> tuple[int, int] | None:
+    """Frames ``[a, b)`` of a gradual transition (dissolve, fade) at ``boundary``; None for a cut or no span."""
+    if boundary is None or boundary.kind != "gradual" or boundary.span is None:
+        return None
+    return boundary.span
+
+
 @dataclass
 class _OpenShot:
     start: int
     start_s: float
     transition: str
     score: float
+    clean_start: int  # first frame after the gradual transition the shot opens with (``start`` after a cut)
     reservoir: FrameReservoir = field(default_factory=FrameReservoir)
     n: int = 0
     luma: float = 0.0
@@ -519,7 +532,8 @@ class _ShotBuilder:
             end_s = self.video.duration_s
             if end_s <= self._last_time:
                 end_s = self._last_time + float(1 / self._fps)
-            self._close(self._open.start + self._open.n, end_s)
+            end = self._open.start + self._open.n
+            self._close(end, end_s, end)
 
     def _commit(self, item: _Pending) -> None:
         f = item.frame
@@ -528,9 +542,11 @@ class _ShotBuilder:
             log.warning("ignoring boundary at frame %d of %s (already committed)", stale.frame, self.video.uri)
         if self._open is None or (self._boundaries and self._boundaries[0].frame == f.index):
             b = self._boundaries.popleft() if self._open is not None else None
+            span = gradual_span(b)
             if self._open is not None:
-                self._close(f.index, f.time_s)
-            self._open = _OpenShot(f.index, f.time_s, b.kind if b else "cut", b.score if b else 0.0)
+                self._close(f.index, f.time_s, span[0] if span else f.index)
+            kind, score = (b.kind, b.score) if b else ("cut", 0.0)
+            self._open = _OpenShot(f.index, f.time_s, kind, score, max(f.index, span[1]) if span else f.index)
             if self.scores is not None:
                 self._open.sampler = MotionSampler(self.scores)
         shot = self._open
@@ -544,11 +560,17 @@ class _ShotBuilder:
         shot.n += 1
         self._last_time = f.time_s
 
-    def _close(self, end: int, end_s: float) -> None:
+    def _close(self, end: int, end_s: float, clean_end: int) -> None:
+        """Close the open shot at ``end``; its keyframes come from ``[clean_start, clean_end)``, the frames
+        outside the gradual transitions at its ends (a dissolve's frames blend two shots, and would make the
+        shots on both sides of it look alike to scene clustering), or from the whole shot when that is empty."""
         shot = self._open
+        clean = (shot.clean_start, min(end, clean_end))
+        if clean[1] <= clean[0]:
+            clean = (shot.start, end)
         picks: list[tuple[int, np.ndarray]] = []
-        for t in keyframe_targets(shot.start, end, self.mode):
-            pick = shot.reservoir.nearest(t)
+        for t in keyframe_targets(*clean, self.mode):
+            pick = shot.reservoir.nearest(t, clean)
             if not picks or picks[-1][0] != pick[0]:
                 picks.append(pick)
         index = len(self.shots)
