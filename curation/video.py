@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _VFR_PACKETS = 600  # packets demuxed by probe to judge whether the frame rate is variable
 _VFR_TOLERANCE = 0.15  # a frame gap this far (relative) from the median gap counts as irregular
 _MAX_PTS_GAP_S = 10  # a forward timestamp step longer than this (s) is a discontinuity, not a long frame
+_REORDER_FRAMES = 4  # frames whose timestamps may come swapped (packed B-frames): re-sorted within this window
 _RATE_WINDOW = 64  # recent frame intervals whose median stands in for a frame's duration
 _SHORT_DECODE = 0.9  # a clean decode shorter than this share of the container's claimed duration is damage
 
@@ -358,6 +359,46 @@ class DecodeReport:
         video.partial, video.partial_reason = self.damage is not None, self.damage
 
 
+def _presentation_pts(
+    frames: Iterator[av.VideoFrame], tolerance: int | None
+) -> Iterator[tuple[av.VideoFrame, int | None]]:
+    """``(frame, pts)`` in decode order, each frame given the smallest timestamp not yet handed out among
+    its own and the next ``_REORDER_FRAMES`` frames' that is at most ``tolerance`` (pts units) below its own.
+
+    A decoder returns frames in presentation order, but some files attach their timestamps out of order:
+    MPEG-4 Part 2 AVIs with packed B-frames (XviD, DivX; e.g. opencv-doc's ``Megamind.avi``) give 1, 2, 3, 5,
+    4, 6, 8, 7... Taken as they come, each step back is a timestamp jump, and the video's duration doubled
+    and its clips played at half speed. The window sorts such local swaps; a step back of more than
+    ``tolerance`` (a joined file restarting its clock) is left to the jump handling. ``tolerance`` None (no
+    timestamps): frames as they come. A decoding error is raised after the frames decoded before it."""
+    window: list[tuple[av.VideoFrame, int | None]] = []
+    pending: list[int] = []  # timestamps of the window's frames, not yet handed out
+
+    def emit() -> tuple[av.VideoFrame, int | None]:
+        frame, own = window.pop(0)
+        if own is None or tolerance is None:
+            return frame, own
+        low = min((p for p in pending if p >= own - tolerance), default=None)
+        if low is None:  # its own timestamp went to an earlier frame and none is near: left as it is
+            return frame, own
+        pending.remove(low)
+        return frame, low
+
+    try:
+        for frame in frames:
+            window.append((frame, frame.pts))
+            if frame.pts is not None:
+                pending.append(frame.pts)
+            if len(window) > _REORDER_FRAMES:
+                yield emit()
+    except av.FFmpegError:  # the frames decoded before the error are handed out first
+        while window:
+            yield emit()
+        raise
+    while window:
+        yield emit()
+
+
 class FrameDecoder:
     """One pass over the main video stream of ``uri``: ``Frame``s in presentation order, then ``report``.
 
@@ -394,9 +435,10 @@ class FrameDecoder:
             t = Fraction(0)
             gaps: deque[Fraction] = deque(maxlen=_RATE_WINDOW)
             index = 0
+            tolerance = int(_REORDER_FRAMES * step / tb) if tb else None
             try:
-                for frame in container.decode(stream):
-                    pts = frame.pts if tb else None
+                for frame, pts in _presentation_pts(container.decode(stream), tolerance):
+                    pts = pts if tb else None
                     if index == 0:
                         t = Fraction(0)
                         seg_pts = pts

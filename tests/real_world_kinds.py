@@ -130,6 +130,28 @@ def annexb(path: Path) -> Truth:
     return Truth(120, FPS, [40, 80])
 
 
+def swapped_timestamps(path: Path) -> Truth:
+    """Frames whose timestamps come locally out of order (3 before 2 of every four), as MPEG-4 Part 2 AVIs
+    with packed B-frames give them (XviD, DivX; opencv-doc's ``Megamind.avi``): here an intra-only MJPEG
+    stream remuxed into MP4 with the timestamps of each fourth pair swapped (pts after dts, dts in order)."""
+    import av
+
+    src = path.with_suffix(".src.mkv")
+    ffmpeg(*_source(4.8), "-c:v", "mjpeg", "-q:v", "4", src)
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        stream = inp.streams.video[0]
+        packets = [p for p in inp.demux(stream) if p.size]
+        target = out.add_stream_from_template(stream)
+        pts = [p.pts for p in packets]
+        step = pts[1] - pts[0]
+        for k, packet in enumerate(packets):
+            j = k + (1 if k % 4 == 2 else -1 if k % 4 == 3 else 0)
+            packet.pts, packet.dts, packet.stream = pts[j] + step, pts[k], target
+            out.mux(packet)
+    src.unlink()
+    return Truth(120, FPS, [40, 80])
+
+
 def two_video_streams(path: Path) -> Truth:
     """An MKV with a small preview stream first (default) and the main picture second."""
     main = path.with_suffix(".main.mkv")

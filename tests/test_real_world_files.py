@@ -42,6 +42,7 @@ def archive(tmp_path_factory) -> dict:
     files["glob_name"], truth["glob_name"] = kinds.glob_name(d)
     add("low_fps", "timelapse.mp4", kinds.low_fps)
     add("webm_pipe", "recording.webm", kinds.webm_pipe)
+    add("swapped_pts", "xvid_like.mp4", kinds.swapped_timestamps)
     files["copy"] = d / "copy of a.mp4"
     truth["duplicate"] = kinds.duplicate(d / "a.mp4", files["copy"])
     files["duplicate"] = d / "a.mp4"
@@ -112,7 +113,10 @@ def _rejects(curated, archive, kind: str) -> list[tuple[str, str]]:
     return [(r["stage"], r["reason"]) for r in curated["m"]["rejects"] if r["uri"] == uri]
 
 
-DECODED = ["ts_concat", "cover_first", "edit_list", "annexb", "two_streams", "glob_name", "low_fps", "webm_pipe"]
+DECODED = [
+    *("ts_concat", "cover_first", "edit_list", "annexb", "two_streams", "glob_name", "low_fps", "webm_pipe"),
+    "swapped_pts",
+]
 
 
 @pytest.mark.parametrize("kind", DECODED)

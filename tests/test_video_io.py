@@ -360,3 +360,22 @@ def test_local_path_for_local_uris(videos):
         assert p == path
     with local_path(f"file://{path}") as p:
         assert p == path
+
+
+def test_local_timestamp_swaps_are_sorted_and_a_clock_restart_is_kept():
+    from types import SimpleNamespace
+
+    from curation.video import _presentation_pts
+
+    def run(stamps: list[int | None], tolerance: int | None = 4) -> list[int | None]:
+        frames = [SimpleNamespace(pts=p, n=i) for i, p in enumerate(stamps)]
+        out = list(_presentation_pts(iter(frames), tolerance))
+        assert [f.n for f, _ in out] == list(range(len(stamps)))  # the frames keep their order
+        return [p for _, p in out]
+
+    packed_b = [1, 2, 3, 5, 4, 6, 8, 7, 9, 10]  # packed B-frames: every step back is one frame
+    assert run(packed_b) == list(range(1, 11))
+    restart = [100, 101, 103, 102, 104, 0, 2, 1, 3]  # a joined file: its clock starts again at 0
+    assert run(restart) == [100, 101, 102, 103, 104, 0, 1, 2, 3]
+    assert run([5, 3, None, 4]) == [3, 4, None, 5]
+    assert run(packed_b, tolerance=None) == packed_b
