@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _VFR_PACKETS = 600  # packets demuxed by probe to judge whether the frame rate is variable
 _VFR_TOLERANCE = 0.15  # a frame gap this far (relative) from the median gap counts as irregular
 _MAX_PTS_GAP_S = 10  # a forward timestamp step longer than this (s) is a discontinuity, not a long frame
+_DATA_GAP_S = 1.0  # a forward step this long (s) and _DATA_GAP_FRAMES intervals in a steady stream: data missing
+_DATA_GAP_FRAMES = 10
 _REORDER_FRAMES = 4  # frames whose timestamps may come swapped (packed B-frames): re-sorted within this window
 _RATE_WINDOW = 64  # recent frame intervals whose median stands in for a frame's duration
 _SHORT_DECODE = 0.9  # a clean decode shorter than this share of the container's claimed duration is damage
@@ -343,7 +345,8 @@ class DecodeReport:
     rate when the decoded frames keep it (within 2 %), else frames per second of the decode.
     ``timestamp_jumps`` counts timestamps that went back or leapt over ``_MAX_PTS_GAP_S`` (joined files,
     broken muxers): frame times continue one frame later and frame indices never change. ``damage`` says
-    why decoding stopped before the end of the stream, None when it ran to the end.
+    why decoding stopped before the end of the stream (a decoding error; timestamps that leap over missing
+    data in a steady stream, ``_missing_data``), None when it ran to the end.
     """
 
     n_frames: int = 0
@@ -357,6 +360,20 @@ class DecodeReport:
         video.n_frames, video.duration_s = self.n_frames, self.duration_s
         video.fps_num, video.fps_den = self.fps.numerator, self.fps.denominator
         video.partial, video.partial_reason = self.damage is not None, self.damage
+
+
+def _missing_data(gap: Fraction, recent: deque[Fraction]) -> str | None:
+    """Why a forward timestamp step of ``gap`` s means missing data, or None: in a steady stream (the
+    ``recent`` frame intervals within ``_VFR_TOLERANCE`` of their median, a full window of them) a step over
+    ``_DATA_GAP_S`` and ``_DATA_GAP_FRAMES`` intervals, up to ``_MAX_PTS_GAP_S`` (longer: a discontinuity). A
+    file damaged in the middle that the demuxer resyncs past reads like this (the frames between are gone);
+    taken as one long frame, the shot around it was exported with a freeze and a jump inside."""
+    if len(recent) < recent.maxlen or not _DATA_GAP_S < gap <= _MAX_PTS_GAP_S:
+        return None
+    med = _median(recent)
+    if gap <= _DATA_GAP_FRAMES * med or any(abs(g - med) > _VFR_TOLERANCE * med for g in recent):
+        return None
+    return f"the timestamps leap {float(gap):.2f} s in a stream of {float(1 / med):.3g} frames/s: data is missing"
 
 
 def _presentation_pts(
@@ -447,6 +464,10 @@ class FrameDecoder:
                         seg_t, seg_pts = t, pts
                     else:
                         gap = (pts - prev_pts) * tb
+                        missing = _missing_data(gap, gaps)
+                        if missing is not None:
+                            report.damage = f"after frame {index - 1} ({float(t):.2f} s) {missing}"
+                            break
                         if 0 < gap <= _MAX_PTS_GAP_S:
                             gaps.append(gap)
                             t = seg_t + (pts - seg_pts) * tb
@@ -474,6 +495,11 @@ class FrameDecoder:
                     f"the frames end at {report.duration_s:.2f} s of the {claimed:.2f} s the container claims "
                     f"(decoded {index} frames)"
                 )
+            # an AVI's header counts its frames, and its duration follows the index that survived: a truncated
+            # AVI claims the duration it still has (MP4 counts samples an edit list may hide: not used there)
+            header_frames = stream.frames if container.format.name == "avi" else 0
+            if report.damage is None and index < _SHORT_DECODE * header_frames:
+                report.damage = f"decoded {index} of the {header_frames} frames the AVI header counts"
 
     def rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """A decoded frame as RGB uint8 HxWx3 at ``size`` in display orientation, pixels square."""

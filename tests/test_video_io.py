@@ -379,3 +379,49 @@ def test_local_timestamp_swaps_are_sorted_and_a_clock_restart_is_kept():
     assert run(restart) == [100, 101, 102, 103, 104, 0, 1, 2, 3]
     assert run([5, 3, None, 4]) == [3, 4, None, 5]
     assert run(packed_b, tolerance=None) == packed_b
+
+
+def test_timestamps_leaping_over_missing_data_are_damage(tmp_path):
+    """An MPEG program stream with its middle fifth zeroed: the demuxer resyncs past the hole and the next
+    frame's timestamp leaps ~2 s. Taken as one long frame, the shot around it was exported with a freeze and a
+    jump inside; now decoding stops there and the video is partial (complete shots before it are kept)."""
+    whole, holed = tmp_path / "whole.mpg", tmp_path / "holed.mpg"
+    source = "testsrc2=size=320x180:rate=25:duration=12"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", source]
+        + ["-c:v", "mpeg2video", "-q:v", "4", "-f", "mpeg", str(whole)],
+        check=True,
+    )
+    data = bytearray(whole.read_bytes())
+    data[len(data) * 4 // 10 : len(data) * 6 // 10] = bytes(len(data) * 6 // 10 - len(data) * 4 // 10)
+    holed.write_bytes(bytes(data))
+    reports = {}
+    for path in (whole, holed):
+        decoder = FrameDecoder(str(path), size=(64, 36))
+        times = [f.time_s for f in decoder]
+        assert all(b - a == pytest.approx(0.04) for a, b in zip(times, times[1:]))  # no long frame inside
+        reports[path.name] = decoder.report
+    assert reports["whole.mpg"].damage is None and reports["whole.mpg"].n_frames == 300
+    holed_report = reports["holed.mpg"]
+    assert "data is missing" in holed_report.damage and 100 < holed_report.n_frames < 150
+
+
+def test_truncated_avi_is_damage_by_its_header_frame_count(tmp_path):
+    """An AVI cut in half (with a sound track, as camera and film AVIs have): the demuxer's duration follows
+    the index that is left, so only the header's frame count tells that frames are gone."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    video, audio = "testsrc2=size=320x180:rate=25:duration=8", "sine=frequency=440:duration=8"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", video]
+        + ["-f", "lavfi", "-i", audio, "-c:v", "mpeg4", "-q:v", "4", "-c:a", "pcm_s16le", str(whole)],
+        check=True,
+    )
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    reports = {}
+    for path in (whole, cut):
+        decoder = FrameDecoder(str(path), size=(64, 36))
+        assert sum(1 for _ in decoder) == decoder.report.n_frames
+        reports[path.name] = decoder.report
+    assert reports["whole.avi"].damage is None and reports["whole.avi"].n_frames == 200
+    assert reports["cut.avi"].damage == f"decoded {reports['cut.avi'].n_frames} of the 200 frames the AVI header counts"
+    assert 50 < reports["cut.avi"].n_frames < 150
