@@ -90,9 +90,22 @@ def _is_remote(item: str) -> bool:
     return "://" in item and not item.startswith("file://")
 
 
+def _is_dataset_folder(dirs: Iterable[str], files: Iterable[str]) -> bool:
+    """Whether a folder holding ``dirs`` and ``files`` is a curated output or a release of one (``manifests/``
+    beside ``shards/`` or ``index.json``): its clips are samples, not source videos."""
+    dirs, files = set(dirs), set(files)
+    return "manifests" in dirs and ("shards" in dirs or "index.json" in files)
+
+
 def _folder(path: str, skipped: list[str]) -> list[str]:
+    """Video files under ``path``, sorted; other files go to ``skipped``, and so does each curated output
+    found inside (a ``--out`` inside the input folder: a rerun would curate its own clips), as one entry."""
     found = []
     for root, dirs, files in os.walk(path):
+        if _is_dataset_folder(dirs, files):
+            dirs.clear()
+            skipped.append(os.path.join(root, ""))
+            continue
         dirs.sort()
         for f in sorted(files):
             full = os.path.join(root, f)
