@@ -146,17 +146,27 @@ def _open_container(uri: str) -> Iterator[av.container.InputContainer]:
             container.close()
 
 
+def _still(stream: av.video.stream.VideoStream) -> bool:
+    return stream.codec_context is not None and stream.codec_context.name in _STILL_CODECS
+
+
 def _area(stream: av.video.stream.VideoStream) -> int:
     cc = stream.codec_context
     return (cc.width * cc.height) if cc is not None else 0
 
 
+# codecs of still pictures: a track of one of them beside a motion-picture codec is a cover or a thumbnail that
+# was muxed as a plain track (a JPEG added to an MKV as a second video track is a 1-frame MJPEG stream)
+_STILL_CODECS = frozenset({"mjpeg", "png", "bmp", "tiff", "webp", "gif", "jpeg2000", "jpegls", "targa"})
+
+
 def select_video_stream(container: av.container.InputContainer, uri: str) -> av.video.stream.VideoStream:
     """The main video stream of a container, the same on every open.
 
-    Attached pictures (cover art) and timed thumbnails are not candidates; of the others the largest
-    picture wins (a small preview stream placed first loses to the main picture), then the one whose
-    disposition is ``default``, then the lowest index. Raises ``UnreadableVideo`` (``no-video-stream``,
+    Attached pictures (cover art) and timed thumbnails are not candidates; streams of a motion-picture codec
+    come before those of a still-picture codec (``_STILL_CODECS``: an MJPEG camera file is still read); then
+    the largest picture wins (a small preview stream placed first loses to the main picture), then the one
+    whose disposition is ``default``, then the lowest index. Raises ``UnreadableVideo`` (``no-video-stream``,
     ``cover-art-only``) or ``UnsupportedVideo`` (``unsupported-codec``: no decoder in this FFmpeg build).
     """
     streams = list(container.streams.video)
@@ -170,7 +180,7 @@ def select_video_stream(container: av.container.InputContainer, uri: str) -> av.
             f"{uri} is {audio}: its only picture is an attached picture, not a video", reason="cover-art-only"
         )
     default = av.stream.Disposition.default
-    stream = min(moving, key=lambda s: (-_area(s), not s.disposition & default, s.index))
+    stream = min(moving, key=lambda s: (_still(s), -_area(s), not s.disposition & default, s.index))
     if stream.codec_context is None:
         raise UnsupportedVideo(
             f"{uri}: the codec of video stream {stream.index} is not one this FFmpeg build can decode "

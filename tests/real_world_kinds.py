@@ -164,6 +164,20 @@ def two_video_streams(path: Path) -> Truth:
     return Truth(120, FPS, [40, 80], stream_index=1)
 
 
+def still_track(path: Path) -> Truth:
+    """An MKV holding the video and, as a second plain track, a 1-frame JPEG bigger than the video (a cover
+    added with ``-disposition attached_pic``, which Matroska does not keep): the JPEG track is not the main
+    stream, though its picture is the largest."""
+    main = path.with_suffix(".main.mkv")
+    cover = path.with_suffix(".jpg")
+    ffmpeg(*_source(4.8), *_X264, main)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720", "-frames:v", "1", cover)
+    ffmpeg("-i", main, "-i", cover, "-map", "0", "-map", "1", "-c", "copy", "-disposition:v:1", "attached_pic", path)
+    main.unlink()
+    cover.unlink()
+    return Truth(120, FPS, [40, 80])
+
+
 def glob_name(folder: Path) -> tuple[Path, Truth]:
     """An MP4 whose real name holds glob characters: ``clip [1080p] *?.mp4``."""
     path = folder / "clip [1080p] *?.mp4"

@@ -43,6 +43,7 @@ def archive(tmp_path_factory) -> dict:
     add("low_fps", "timelapse.mp4", kinds.low_fps)
     add("webm_pipe", "recording.webm", kinds.webm_pipe)
     add("swapped_pts", "xvid_like.mp4", kinds.swapped_timestamps)
+    add("still_track", "with_cover.mkv", kinds.still_track)
     files["copy"] = d / "copy of a.mp4"
     truth["duplicate"] = kinds.duplicate(d / "a.mp4", files["copy"])
     files["duplicate"] = d / "a.mp4"
@@ -115,7 +116,7 @@ def _rejects(curated, archive, kind: str) -> list[tuple[str, str]]:
 
 DECODED = [
     *("ts_concat", "cover_first", "edit_list", "annexb", "two_streams", "glob_name", "low_fps", "webm_pipe"),
-    "swapped_pts",
+    *("swapped_pts", "still_track"),
 ]
 
 
