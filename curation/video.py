@@ -193,6 +193,16 @@ def select_video_stream(container: av.container.InputContainer, uri: str) -> av.
 # ---------------------------------------------------------------------------------------------- probe
 
 
+def _mirrored(frame: av.VideoFrame) -> bool:
+    """Whether ``frame``'s display matrix (side data: 3x3 int32, 16.16 fixed point) flips the picture: the
+    determinant of its 2x2 part is negative (what FFmpeg's ``av_display_matrix_flip`` writes)."""
+    for side in frame.side_data:
+        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            a, b, _, c, d = (int(v) for v in np.frombuffer(bytes(side), dtype="<i4")[:5])
+            return a * d - b * c < 0
+    return False
+
+
 def norm_rotation(angle: float | int | None) -> int:
     """A display-matrix angle (degrees, as FFmpeg reports it) as one of 0, 90, 180, 270."""
     return int(round((angle or 0) / 90.0)) % 4 * 90
@@ -254,6 +264,12 @@ def probe(uri: str) -> VideoRecord:
                 f"{uri} has {len(frames)} decodable frame(s); at least 2 are needed", reason="too-few-frames"
             )
         first = frames[0]
+        if _mirrored(first):
+            raise UnsupportedVideo(
+                f"{uri}: its display matrix mirrors the picture, which this version does not apply (its clips "
+                "would come out mirrored); re-encode it with ffmpeg, which applies it, to curate it",
+                reason="mirrored",
+            )
         rotation = norm_rotation(first.rotation)
         sar = _sar(stream)
         coded_w, coded_h = stream.codec_context.width or first.width, stream.codec_context.height or first.height

@@ -425,3 +425,32 @@ def test_truncated_avi_is_damage_by_its_header_frame_count(tmp_path):
     assert reports["whole.avi"].damage is None and reports["whole.avi"].n_frames == 200
     assert reports["cut.avi"].damage == f"decoded {reports['cut.avi'].n_frames} of the 200 frames the AVI header counts"
     assert 50 < reports["cut.avi"].n_frames < 150
+
+
+def test_a_mirroring_display_matrix_is_rejected_not_exported_mirrored(videos, tmp_path):
+    """A display matrix that flips the picture (ffmpeg -display_hflip; some front cameras) is not applied by
+    the decode: the file is rejected 'mirrored' with what to do, rather than curated into mirrored clips.
+    Rotation alone still curates."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    source = videos["square.mp4"]
+    for name, flags in (
+        ("flipped.mp4", ["-display_rotation", "90", "-display_hflip"]),
+        ("turned.mp4", ["-display_rotation", "90"]),
+    ):
+        cmd = [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            *flags,
+            "-i",
+            str(source),
+            "-c",
+            "copy",
+            str(tmp_path / name),
+        ]
+        subprocess.run(cmd, check=True)
+    with pytest.raises(UnsupportedVideo, match="mirrors the picture") as err:
+        probe(str(tmp_path / "flipped.mp4"))
+    assert err.value.reason == "mirrored"
+    assert probe(str(tmp_path / "turned.mp4")).rotation in (90, 270)
