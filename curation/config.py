@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .captions.config import CaptionConfig, VerifyConfig
 from .errors import ConfigError
@@ -272,6 +272,21 @@ class DedupConfig(Section):
     )
 
 
+def _aspect_name(name: str) -> str:
+    """``W:H`` with two positive numbers (quoted in YAML: an unquoted 16:9 reads as a base-60 integer)."""
+    w, sep, h = name.partition(":")
+    try:
+        ok = sep == ":" and float(w) > 0 and float(h) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name!r} is not an aspect ratio 'W:H' of two positive numbers, e.g. '16:9' or '2.39:1'")
+    return name
+
+
+AspectName = Annotated[str, AfterValidator(_aspect_name)]
+
+
 class BucketsConfig(Section):
     """Training-sampler buckets written per scene in ``scenes.parquet``."""
 
@@ -280,7 +295,7 @@ class BucketsConfig(Section):
         description="Short-side edges in pixels: a scene's resolution bucket is the largest edge <= its short side "
         "(named e.g. '720p'; below the first edge: 'lt360p').",
     )
-    aspects: list[str] = Field(
+    aspects: list[AspectName] = Field(
         ["9:16", "3:4", "1:1", "4:3", "16:9", "1.85:1", "2.39:1"],
         description="Aspect-ratio buckets (display width:height); a scene gets the nearest in log ratio.",
     )
@@ -295,7 +310,9 @@ class ExportConfig(Section):
     crf: int = Field(
         23, ge=0, le=51, description="H.264 CRF of exported clips (lower is better quality, larger files)."
     )
-    preset: str = Field("veryfast", description="x264 preset of exported clips.")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+    ] = Field("veryfast", description="x264 preset of exported clips.")
     threads: int = Field(
         1,
         ge=1,

@@ -52,6 +52,10 @@ def test_shipped_default_config_is_config_show_output():
         (["config", "show", "--config", "/nonexistent.yaml"], "config file not found"),
         (["curate", "/no/such/video.mp4", "--out", "/tmp/unused"], "does not exist"),
         (["curate", "x.mp4", "--out", "/tmp/unused", "--set", "bogus.key=1"], "bogus"),
+        # values the stages used to reject video by video, exiting 0 with nothing written
+        (["config", "show", "--set", "export.preset=ultrafastest"], "export.preset: Input should be 'ultrafast'"),
+        (["config", "show", "--set", "buckets.aspects=[foo]"], "'foo' is not an aspect ratio 'W:H'"),
+        (["config", "show", "--set", "buckets.aspects=['0:0']"], "'0:0' is not an aspect ratio"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(argv, message, capsys):
