@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .config import CurateConfig, EmbedConfig
-from .errors import ModelUnavailable
+from .errors import ConfigError, ModelUnavailable
 from .stage import Keyframe, Stage, VideoUnit
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,25 @@ def default_threshold(kind: str) -> float:
 
 
 def resolve_device(device: str) -> str:
-    """Torch device string: 'auto' is 'cuda' when a CUDA GPU is present, else 'cpu'."""
-    if device != "auto":
-        return device
+    """Torch device string: 'auto' is 'cuda' when a CUDA GPU is present, else 'cpu'; others as given.
+
+    Raises ``ConfigError`` for a string torch does not take as a device, and for a CUDA device this machine
+    does not have (torch would fail deep inside a stage with a driver traceback)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (parsed.index or 0) >= count:
+            raise ConfigError(
+                f"device {device!r} asks for a CUDA GPU and torch sees {count} on this machine; use auto or cpu"
+            )
+    return device
 
 
 class ImageTextEmbedder(Protocol):

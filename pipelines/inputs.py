@@ -114,10 +114,16 @@ def _folder(path: str, skipped: list[str]) -> list[str]:
 
 
 def _remote(uri: str, skipped: list[str]) -> list[str]:
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri)
-    info = fs.get_file_info(path)
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(path)
+    except (OSError, pa.ArrowException) as exc:  # no network, unknown bucket or scheme, bad credentials
+        raise ConfigError(
+            f"input {uri!r} cannot be read: {exc} (check the URI, the credentials and the network)"
+        ) from None
     if info.type == pafs.FileType.File:
         return [uri]
     if info.type != pafs.FileType.Directory:

@@ -56,6 +56,7 @@ def test_shipped_default_config_is_config_show_output():
         (["config", "show", "--set", "export.preset=ultrafastest"], "export.preset: Input should be 'ultrafast'"),
         (["config", "show", "--set", "buckets.aspects=[foo]"], "'foo' is not an aspect ratio 'W:H'"),
         (["config", "show", "--set", "buckets.aspects=['0:0']"], "'0:0' is not an aspect ratio"),
+        (["curate", "nosuchscheme://bucket/a.mp4", "--out", "/tmp/unused"], "cannot be read"),  # was a traceback
     ],
 )
 def test_user_errors_exit_2_with_a_message(argv, message, capsys):
@@ -132,3 +133,16 @@ def test_documented_commands_name_files_that_exist():
     assert "pipelines/configs/default.yaml" in named
     assert [n for n in sorted(named) if not (root / n).is_file()] == []
     assert not [t for t in texts if "shared/DESIGN.md" in t]
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "'gpu' is not a torch device"), ("cuda:99", "torch sees")])
+def test_a_device_torch_cannot_use_is_one_error_line(device, message, tmp_path, capsys):
+    from filmweaver_testing.films import make_simple_video
+
+    video = tmp_path / "v.mp4"
+    make_simple_video(str(video), n_frames=30, size=(96, 64), fps=24)
+    argv = ["curate", str(video), "--out", str(tmp_path / "o"), "--engine", "local", "--set", f"shots.device={device}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # after the progress bar's line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("filmweaver: error:") and message in last and "Traceback" not in err

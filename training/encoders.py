@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' is CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``curation.embed.resolve_device`` as a ``torch.device`` ('auto': CUDA when available, else CPU)."""
+    from curation.embed import resolve_device as device_name
+
+    return torch.device(device_name(device))
 
 
 class WanEncoders:
