@@ -18,8 +18,8 @@ stream, exactly the expected number of frames, and its first and last frames mat
 those indices (as the encoder took them, in RGB: PSNR >= ``export.verify_min_psnr``, and closer than the
 neighbouring source frames, so a clip shifted by one frame fails). A clip that fails is a reject row of its
 shot (``clip-check-failed``, with the measured values), never a sample; a scene left with fewer than
-``filters.min_scene_shots`` verified clips is dropped (``too-few-shots``). A remote video is fetched once
-for all its clips (``video.local_path``).
+``filters.min_scene_shots`` verified clips (one with ``filters.mode=score``) is dropped (``too-few-shots``). A
+remote video is fetched once for all its clips (``video.local_path``).
 """
 
 from __future__ import annotations
@@ -390,7 +390,8 @@ class ClipExporter(Stage):
     def __init__(self, config: CurateConfig, out_dir: str | None = None):
         super().__init__()
         self.config = config.export
-        self.min_scene_shots = config.filters.min_scene_shots
+        # score mode keeps every scene for refilter to choose: one verified clip makes a sample
+        self.min_scene_shots = 1 if config.filters.mode == "score" else config.filters.min_scene_shots
 
     def _end_frame(self, unit: VideoUnit, start: int, end: int) -> int:
         cap = self.config.max_shot_s

@@ -58,6 +58,20 @@ def test_score_mode_keeps_everything_and_records_scores(score_run, manifests):
         assert sc["duration_bucket"] and sc["mean_flow"] > 0
 
 
+def test_score_mode_writes_single_shot_scenes_for_refilter_to_choose(small_settings, tmp_path, manifests):
+    """Scenes below filters.min_scene_shots get the verdict, not a drop: the export used to drop them anyway,
+    so refilter --set filters.min_scene_shots=1 could not bring them back."""
+    film = str(tmp_path / "singles.mp4")
+    make_film(film, seed=5, n_scenes=3, shots_per_scene=(1, 1), shot_seconds=(1.0, 1.5))
+    _run([film], tmp_path / "out", small_settings, ["scenes.threshold=0.99"])
+    scenes = manifests(tmp_path / "out")["scenes"]
+    assert len(scenes) >= 2 and all(len(s["shot_ids"]) == 1 for s in scenes)
+    assert all(s["shard"] is not None and s["verdict"] == "too-few-shots" for s in scenes)
+    base, config = view_config(str(tmp_path / "out"), None, ["filters.min_scene_shots=1"])
+    refilter(str(tmp_path / "out"), str(tmp_path / "view"), config, base)
+    assert all(s["shard"] is not None for s in manifests(tmp_path / "view")["scenes"])
+
+
 def test_refilter_equals_fresh_run(films, score_run, small_settings, manifests, tmp_path):
     tight = _tight(manifests, score_run)
     fresh = tmp_path / "fresh"
