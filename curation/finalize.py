@@ -116,18 +116,29 @@ def _part_table(out_dir: str, part: str, name: str) -> pa.Table:
 
 def merge_tables(out_dir: str, sources: list[dict[str, Any]]) -> dict[str, pa.Table]:
     """The tables of the parts ``sources`` (in commit order) merged: rows of a video come from the last part
-    that journaled it; reject rows deduplicated; each table sorted by ``SORT_KEYS``."""
+    that journaled it; reject rows deduplicated; each table sorted by ``SORT_KEYS``.
+
+    An input no content id could be read from (missing, unreadable) is rejected under its uri on every run
+    until a run reads it (a copy completed, permissions fixed); its uri-keyed rejects from parts before the
+    one that journaled its video are then stale and dropped."""
     last = {v: i for i, m in enumerate(sources) for v in m["videos"]}
     # per source, its videos journaled again by a later source (usually none: linear in the videos)
     stale = [pa.array([v for v in m["videos"] if last[v] > i], pa.string()) for i, m in enumerate(sources)]
-    merged = {}
+    tables: dict[str, list[pa.Table]] = {name: [] for name in MANIFESTS}
     for name in MANIFESTS:
-        pieces = []
         for i, m in enumerate(sources):
             table = _part_table(out_dir, m["part"], name)
             if len(stale[i]) and len(table):
                 table = table.filter(pc.invert(pc.is_in(_owner(table, name), value_set=stale[i])))
-            pieces.append(table)
+            tables[name].append(table)
+    read_in = {uri: i for i, t in enumerate(tables["videos"]) for uri in t.column("uri").to_pylist()}
+    for i, table in enumerate(tables["rejects"]):
+        later = pa.array([u for u, j in read_in.items() if j > i], pa.string())
+        if len(later) and len(table):
+            by_uri = pc.equal(table.column("item_id"), table.column("uri"))
+            tables["rejects"][i] = table.filter(pc.invert(pc.and_(by_uri, pc.is_in(table.column("uri"), later))))
+    merged = {}
+    for name, pieces in tables.items():
         table = pa.concat_tables(pieces) if pieces else _schema(name).empty_table()
         if name == "rejects":  # an input without content id is retried, and rejected, on every run
             table = _conform(table.group_by(table.column_names).aggregate([]), _schema(name))

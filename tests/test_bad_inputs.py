@@ -119,3 +119,24 @@ def test_every_written_clip_holds_its_shots_frames(run):
     """The clip invariant (tests/clip_invariant.py) over the MKV, WebM, rotated and VFR films written here."""
     out, tables, _ = run
     assert check_clips(out) == sum(len(s["shot_ids"]) for s in tables["scenes"] if s["shard"]) > 0
+
+
+def test_an_input_read_by_a_later_run_loses_the_reject_it_had(tmp_path, small_settings):
+    """A listed file missing (or unreadable) in one run is a reject keyed by its uri; once a rerun reads it,
+    that row is stale and goes, beside its new video row (it used to stay, contradicting it)."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("late.mp4\n")
+    out = tmp_path / "out"
+    argv = ["curate", str(listing), "--out", str(out), "--engine", "local"]
+    argv += [a for s in small_settings for a in ("--set", s)]
+    assert main(argv) == 0
+
+    def rows(name: str) -> list[dict]:
+        return pq.read_table(out / "manifests" / f"{name}.parquet").to_pylist()
+
+    late = str(tmp_path / "late.mp4")
+    assert [(r["item_id"], r["reason"]) for r in rows("rejects")] == [(late, "missing")]
+    make_film(late, seed=2, n_scenes=1, shots_per_scene=(2, 2), shot_seconds=(1.0, 1.0))
+    assert main(argv) == 0
+    assert [(v["uri"], v["status"]) for v in rows("videos")] == [(late, "ok")]
+    assert not [r for r in rows("rejects") if r["item_id"] == late]
