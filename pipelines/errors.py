@@ -14,7 +14,10 @@ from curation.errors import ConfigError, ModelUnavailable
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-RESUME_HINT = "rerun the same command to resume (finished videos are kept and skipped)"
+RESUME_HINT = (
+    "rerun the same command to resume (videos committed before the interrupt are kept and skipped; the local "
+    "engine commits every shards.commit_videos videos or shards.commit_s seconds)"
+)
 
 
 def check_output_dir(path: str, option: str = "--out") -> None:
