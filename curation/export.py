@@ -2,9 +2,11 @@
 
 This is where the unit of work changes from a video to its scenes. Only kept shots of kept scenes are
 exported. Clips are cut by frame index, never by timestamp: one ``FrameDecoder`` pass over the source (the
-decoder, stream choice and frame counting of the analysis pass) routes frames ``[start_frame, end_frame)``
-of each shot to that shot's encoder (libx264 through PyAV), so joined files whose timestamps restart, edit
-lists and raw streams cut exactly where the shots are. The pass stops after the last wanted frame.
+decoder, stream choice and frame counting of the analysis pass) routes frames ``[clip_start_frame,
+clip_end_frame)`` of each shot to that shot's encoder (libx264 through PyAV), so joined files whose timestamps
+restart, edit lists and raw streams cut exactly where the shots are. That range is the shot without the
+dissolves and fades at its ends (the splitter sets it: their frames blend the neighbouring shot), cut to
+``export.max_shot_s``, and the shot record keeps it. The pass stops after the last wanted frame.
 
 Each frame a clip needs is scaled once, by swscale straight from the decoded pixel format to yuv420p at the
 clip size (``clip_frame``; no RGB round trip, except for rotated sources). x264 runs a fixed number of
@@ -42,7 +44,7 @@ import numpy as np
 
 from .config import CurateConfig
 from .errors import FilmweaverError, UnsupportedVideo
-from .records import VideoRecord
+from .records import ShotRecord, VideoRecord
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .threads import cpu_threads
 from .video import FrameDecoder, analysis_size, local_path, norm_rotation, select_video_stream
@@ -393,12 +395,15 @@ class ClipExporter(Stage):
         # score mode keeps every scene for refilter to choose: one verified clip makes a sample
         self.min_scene_shots = 1 if config.filters.mode == "score" else config.filters.min_scene_shots
 
-    def _end_frame(self, unit: VideoUnit, start: int, end: int) -> int:
+    def _clip_range(self, unit: VideoUnit, shot: ShotRecord) -> tuple[int, int]:
+        """Frames ``[a, b)`` of ``shot``'s clip: its ``clip_*_frame`` (the whole shot when unset), cut to
+        ``export.max_shot_s`` seconds."""
+        start = shot.start_frame if shot.clip_start_frame is None else shot.clip_start_frame
+        end = shot.end_frame if shot.clip_end_frame is None else shot.clip_end_frame
         cap = self.config.max_shot_s
-        if cap is None:
-            return end
-        fps = float(unit.video.fps) or 1.0
-        return min(end, start + max(1, math.floor(cap * fps)))
+        if cap is not None:
+            end = min(end, start + max(1, math.floor(cap * (float(unit.video.fps) or 1.0))))
+        return start, end
 
     def process(self, unit: VideoUnit) -> list[SceneUnit]:
         by_id = {s.shot_id: i for i, s in enumerate(unit.shots)}
@@ -408,7 +413,9 @@ class ClipExporter(Stage):
         members = [[by_id[sid] for sid in scene.shot_ids if unit.shots[by_id[sid]].kept] for scene in kept_scenes]
         wanted = sorted({i for idx in members for i in idx})
         shots = [unit.shots[i] for i in wanted]
-        ranges = [(s.start_frame, self._end_frame(unit, s.start_frame, s.end_frame)) for s in shots]
+        ranges = [self._clip_range(unit, s) for s in shots]
+        for shot, (a, b) in zip(shots, ranges):
+            shot.clip_start_frame, shot.clip_end_frame = a, b
         with local_path(unit.video.uri) as src:
             cfg = self.config
             cut = cut_clips(

@@ -113,6 +113,10 @@ class ShotRecord:
     kept: bool = True
     reject_reason: str | None = None
     keyframe_frames: list[int] = field(default_factory=list)
+    # frames [clip_start_frame, clip_end_frame) the exported clip holds: the shot without the gradual
+    # transitions at its ends (set by the shot splitter), cut to export.max_shot_s by the export
+    clip_start_frame: int | None = None
+    clip_end_frame: int | None = None
     brightness: float = 0.0  # mean luma 0..255 of the sampled frames
     contrast: float = 0.0  # std of luma of the sampled frames
     motion: float = 0.0  # mean absolute luma difference between consecutive frames, 0..255
@@ -281,6 +285,8 @@ SHOT_SCHEMA = pa.schema(
         ("kept", pa.bool_()),
         ("reject_reason", pa.string()),
         ("keyframe_frames", _list(pa.int64())),
+        ("clip_start_frame", pa.int64()),
+        ("clip_end_frame", pa.int64()),
         ("brightness", pa.float32()),
         ("contrast", pa.float32()),
         ("motion", pa.float32()),

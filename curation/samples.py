@@ -53,6 +53,8 @@ def scene_json(unit: SceneUnit) -> dict[str, Any]:
                 "transition_in",
                 "boundary_score",
                 "keyframe_frames",
+                "clip_start_frame",
+                "clip_end_frame",
                 "brightness",
                 "contrast",
                 "motion",

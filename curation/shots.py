@@ -589,6 +589,8 @@ class _ShotBuilder:
                 end_s=end_s,
                 transition_in=shot.transition,
                 keyframe_frames=[i for i, _ in picks],
+                clip_start_frame=clean[0],
+                clip_end_frame=clean[1],
                 brightness=shot.luma / shot.n,
                 contrast=shot.spread / shot.n,
                 motion=shot.motion / max(1, shot.n - 1),

@@ -38,6 +38,8 @@ COLUMN_DOCS = {
     "kept": "false when a filter or a later stage dropped the item",
     "reject_reason": "why the item was dropped",
     "keyframe_frames": "frame indices of the keyframes",
+    "clip_start_frame": "first frame of the exported clip (the shot without a dissolve or fade at its start)",
+    "clip_end_frame": "frame after the exported clip's last (without a closing transition; export.max_shot_s)",
     "brightness": "mean luma 0-255 of the sampled frames",
     "contrast": "luma standard deviation of the sampled frames",
     "motion": "mean absolute luma difference of consecutive frames, 0-255",

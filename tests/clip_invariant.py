@@ -1,7 +1,8 @@
-"""The invariant of every curated output: each clip in the shards holds exactly its shot's frames.
+"""The invariant of every curated output: each clip in the shards holds exactly the frames its record names.
 
 ``check_clips(out)`` opens every shard sample and, for each shot clip member, checks that it has a video
-stream, exactly ``end_frame - start_frame`` frames (or the ``max_frames`` cap), and that every frame
+stream, exactly ``clip_end_frame - clip_start_frame`` frames (a range inside the shot's ``[start_frame,
+end_frame)``; or the ``max_frames`` cap), and that every frame
 matches the source's frame at the same index (PSNR >= ``min_psnr``, and first/last frames closer to their
 own source frame than to its neighbours). The source is decoded here independently of ``curation``:
 plain PyAV, the stream ``videos.parquet`` names, frames counted from 0 in decode order, scaled to the
@@ -51,6 +52,11 @@ def source_frames(uri: str, stream_index: int, wanted: set[int], size: tuple[int
     return out
 
 
+def _clip(shot: dict) -> tuple[int, int]:
+    """The frames ``[a, b)`` a shot's clip holds, as its record says (``clip_start_frame``, ``clip_end_frame``)."""
+    return shot["clip_start_frame"], shot["clip_end_frame"]
+
+
 def check_clips(out: Path, min_psnr: float = 20.0, max_frames: int | None = None) -> int:
     """Assert the invariant over every sample of the curated folder ``out``; returns the clips checked."""
     videos = {
@@ -69,15 +75,17 @@ def check_clips(out: Path, min_psnr: float = 20.0, max_frames: int | None = None
             assert len(clips) == len(sample["shots"]) >= 1, (key, clips)
             decoded = {s["member"]: _decode_clip(members[f"{key}.{s['member']}.mp4"]) for s in sample["shots"]}
             size = next(iter(decoded.values()))[0].shape[1::-1]
-            wanted = {i for s in sample["shots"] for i in range(max(0, s["start_frame"] - 1), s["end_frame"] + 1)}
+            wanted = {i for s in sample["shots"] for i in range(max(0, _clip(s)[0] - 1), _clip(s)[1] + 1)}
             source = source_frames(video["uri"], video["stream_index"], wanted, size)
             for shot in sample["shots"]:
                 frames = decoded[shot["member"]]
-                n = shot["end_frame"] - shot["start_frame"]
+                first, end = _clip(shot)
+                assert shot["start_frame"] <= first < end <= shot["end_frame"], shot
+                n = end - first
                 want = n if max_frames is None else min(n, max_frames)
                 assert len(frames) == want, f"{key} shot {shot['shot_id']}: {len(frames)} frames, its shot has {want}"
                 for k, ours in enumerate(frames):
-                    i = shot["start_frame"] + k
+                    i = first + k
                     quality = psnr(ours, source[i])
                     assert quality >= min_psnr, f"{shot['shot_id']} frame {k} vs source frame {i}: {quality:.1f} dB"
                     if k in (0, len(frames) - 1):

@@ -161,7 +161,22 @@ def test_clip_exporter_caps_clip_length(sources, records, tmp_path):
     for shot, clip in clips:
         frames, _ = _decode(clip, tmp_path)
         assert [read_frame_code(f) for f in frames] == list(range(shot.start_frame, shot.start_frame + 6))
-    assert shot.end_frame == shot.start_frame + 10  # the record keeps the whole shot
+        assert (shot.clip_start_frame, shot.clip_end_frame) == (shot.start_frame, shot.start_frame + 6)
+    assert shot.end_frame == shot.start_frame + 10  # the record keeps the whole shot, and names the clip's frames
+
+
+def test_clips_leave_out_the_dissolves_at_their_shots_ends(sources, records, tmp_path):
+    """A shot whose splitter marked the frames outside its gradual transitions (clip_*_frame) is exported as
+    exactly those frames: half a dissolve at each end would blend the neighbouring shot into its clip."""
+    unit = _unit(sources["coded"], records["coded"])
+    for shot in unit.shots:
+        shot.clip_start_frame, shot.clip_end_frame = shot.start_frame + 2, shot.end_frame - 3
+    out = run_stage(ClipExporter(_config()), unit)
+    clips = [(shot, clip) for scene in out for shot, clip in zip(scene.shots, scene.clips)]
+    assert len(clips) == 4
+    for shot, clip in clips:
+        frames, _ = _decode(clip, tmp_path)
+        assert [read_frame_code(f) for f in frames] == list(range(shot.start_frame + 2, shot.end_frame - 3))
 
 
 def test_clip_exporter_no_kept_scene(sources, records):

@@ -311,3 +311,7 @@ def test_gradual_transitions_on_real_frames_are_found_and_flagged(tmp_path, real
     blends = [range(t["span"][0] + 1, t["span"][1] - 1) for t in truth if t["span"]]
     keyframes = [k for s in unit.shots for k in s.keyframe_frames]
     assert len(keyframes) == 3 * len(unit.shots) and not [k for k in keyframes for r in blends if k in r], keyframes
+    # and the clip range the export will cut leaves the transitions out as well
+    clip_frames = [f for s in unit.shots for f in range(s.clip_start_frame, s.clip_end_frame)]
+    assert not [f for f in clip_frames for r in blends if f in r]
+    assert len(clip_frames) >= unit.video.n_frames - sum(len(r) + 4 for r in blends)  # little else is cut
