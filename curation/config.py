@@ -135,9 +135,16 @@ class ScenesConfig(Section):
 
 
 class FiltersConfig(Section):
-    min_shot_s: float = Field(1.0, ge=0, description="Shots shorter than this (seconds) are dropped: 'too-short'.")
+    min_shot_s: float = Field(
+        1.0,
+        ge=0,
+        description="Shots whose clip (the shot without the dissolve or fade frames at its ends) is shorter than "
+        "this (seconds) are dropped: 'too-short'.",
+    )
     min_shot_frames: int = Field(
-        2, ge=1, description="Shots with fewer frames than this are dropped too, whatever their duration: 'too-short'."
+        2,
+        ge=1,
+        description="Shots whose clip has fewer frames than this are dropped too, whatever its duration: 'too-short'.",
     )
     black_luma: float = Field(18.0, ge=0, le=255, description="Shots whose mean luma (0-255) is below this: 'black'.")
     blank_contrast: float = Field(

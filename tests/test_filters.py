@@ -62,6 +62,15 @@ def test_shot_reasons_with_measured_values():
     assert stage.stats.counts["shots_kept"] == 1
 
 
+def test_too_short_measures_the_clip_without_its_dissolves():
+    """A 1.5 s shot between two dissolves exports the frames outside them: here 0.75 s, under min_shot_s."""
+    long_enough, trimmed = _shot(0, seconds=1.5), _shot(1, seconds=1.5)
+    trimmed.clip_start_frame, trimmed.clip_end_frame = trimmed.start_frame + 9, trimmed.end_frame - 9
+    (out,) = run_stage(ShotFilter(CurateConfig()), _unit([long_enough, trimmed]))
+    assert [s.reject_reason for s in out.shots] == [None, "too-short"]
+    assert out.rejects[0].detail == "duration 0.750s < min_shot_s 1.0"
+
+
 def _scene(k: int, shot_indices: list[int]) -> SceneRecord:
     return SceneRecord(scene_id(VID, k), VID, k, [shot_id(VID, i) for i in shot_indices], 0.0, 1.0)
 
