@@ -718,12 +718,22 @@ class ShotSplitter(Stage):
         unit.shots, unit.keyframes = builder.shots, builder.keyframes
         if video.partial:
             self._drop_damaged(unit)
+        self._drop_gaps(unit, frames.report.gaps)
         unit.video.n_shots = len(builder.shots)
         self.stats.counts["frames"] += n
         self.stats.counts["shots"] += len(builder.shots)
         self.stats.counts["gradual"] += sum(s.transition_in == "gradual" for s in builder.shots)
         self.score_seconds += builder.score_seconds  # the motion scores' share of the pass (benchmarks read it)
         return unit
+
+    def _drop_gaps(self, unit: VideoUnit, gaps: list[tuple[int, str]]) -> None:
+        """A shot holding frames on both sides of missing data (``DecodeReport.gaps``) is not whole: dropped as
+        ``damaged``; a gap at a shot boundary harms none."""
+        for frame, why in gaps:
+            for shot in unit.shots:
+                if shot.start_frame < frame < shot.end_frame and shot.kept:
+                    shot.kept, shot.reject_reason = False, "damaged"
+                    self.reject_child(unit, shot.shot_id, "damaged", f"data is missing inside the shot: {why}")
 
     def _drop_damaged(self, unit: VideoUnit) -> None:
         """A partial video's last shot ends where decoding stopped, not at a cut: it is dropped as incomplete."""

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -370,9 +370,10 @@ class DecodeReport:
     ``duration_s`` runs from the first frame's time to the last frame's end; ``fps`` is the container's
     rate when the decoded frames keep it (within 2 %), else frames per second of the decode.
     ``timestamp_jumps`` counts timestamps that went back or leapt over ``_MAX_PTS_GAP_S`` (joined files,
-    broken muxers): frame times continue one frame later and frame indices never change. ``damage`` says
-    why decoding stopped before the end of the stream (a decoding error; timestamps that leap over missing
-    data in a steady stream, ``_missing_data``), None when it ran to the end.
+    broken muxers): frame times continue one frame later and frame indices never change. ``gaps`` lists the
+    frames that follow missing data in a steady stream (``_missing_data``; counted as jumps too): decoding
+    goes on, and the shot holding such a frame is not whole. ``damage`` says why decoding stopped before the
+    end of the stream, None when it ran to the end.
     """
 
     n_frames: int = 0
@@ -380,6 +381,7 @@ class DecodeReport:
     fps: Fraction = Fraction(0)
     timestamp_jumps: int = 0
     damage: str | None = None
+    gaps: list[tuple[int, str]] = field(default_factory=list)  # (first frame after missing data, why)
 
     def apply(self, video: VideoRecord) -> None:
         """Make ``video``'s ``n_frames``, ``duration_s`` and fps the decoded ones; mark it partial on damage."""
@@ -392,8 +394,9 @@ def _missing_data(gap: Fraction, recent: deque[Fraction]) -> str | None:
     """Why a forward timestamp step of ``gap`` s means missing data, or None: in a steady stream (the
     ``recent`` frame intervals within ``_VFR_TOLERANCE`` of their median, a full window of them) a step over
     ``_DATA_GAP_S`` and ``_DATA_GAP_FRAMES`` intervals, up to ``_MAX_PTS_GAP_S`` (longer: a discontinuity). A
-    file damaged in the middle that the demuxer resyncs past reads like this (the frames between are gone);
-    taken as one long frame, the shot around it was exported with a freeze and a jump inside."""
+    file damaged in the middle that the demuxer resyncs past reads like this (the frames between are gone),
+    and so does a recording paused and resumed; taken as one long frame, the shot around it was exported with
+    a freeze and a jump inside."""
     if len(recent) < recent.maxlen or not _DATA_GAP_S < gap <= _MAX_PTS_GAP_S:
         return None
     med = _median(recent)
@@ -477,6 +480,7 @@ class FrameDecoder:
             seg_t, seg_pts, prev_pts = Fraction(0), None, None  # current run of well-behaved timestamps
             t = Fraction(0)
             gaps: deque[Fraction] = deque(maxlen=_RATE_WINDOW)
+            skipped = Fraction(0)  # seconds of missing data the frame times leave out
             index = 0
             tolerance = int(_REORDER_FRAMES * step / tb) if tb else None
             try:
@@ -491,10 +495,13 @@ class FrameDecoder:
                     else:
                         gap = (pts - prev_pts) * tb
                         missing = _missing_data(gap, gaps)
-                        if missing is not None:
-                            report.damage = f"after frame {index - 1} ({float(t):.2f} s) {missing}"
-                            break
-                        if 0 < gap <= _MAX_PTS_GAP_S:
+                        if missing is not None:  # a discontinuity; the shot around it is not whole
+                            report.gaps.append((index, f"after frame {index - 1} ({float(t):.2f} s) {missing}"))
+                            skipped += gap
+                            report.timestamp_jumps += 1
+                            t = t + (_median(gaps) or step)
+                            seg_t, seg_pts = t, pts
+                        elif 0 < gap <= _MAX_PTS_GAP_S:
                             gaps.append(gap)
                             t = seg_t + (pts - seg_pts) * tb
                         else:
@@ -516,7 +523,8 @@ class FrameDecoder:
                 else:
                     report.fps = Fraction(measured).limit_denominator(1001)
             claimed = _claimed_duration(container, stream)
-            if report.damage is None and claimed and report.duration_s < _SHORT_DECODE * claimed - float(last):
+            covered = report.duration_s + float(skipped)
+            if report.damage is None and claimed and covered < _SHORT_DECODE * claimed - float(last):
                 report.damage = (
                     f"the frames end at {report.duration_s:.2f} s of the {claimed:.2f} s the container claims "
                     f"(decoded {index} frames)"

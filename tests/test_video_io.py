@@ -381,10 +381,13 @@ def test_local_timestamp_swaps_are_sorted_and_a_clock_restart_is_kept():
     assert run(packed_b, tolerance=None) == packed_b
 
 
-def test_timestamps_leaping_over_missing_data_are_damage(tmp_path):
+def test_timestamps_leaping_over_missing_data_mark_the_shot_around_them_damaged(tmp_path):
     """An MPEG program stream with its middle fifth zeroed: the demuxer resyncs past the hole and the next
     frame's timestamp leaps ~2 s. Taken as one long frame, the shot around it was exported with a freeze and a
-    jump inside; now decoding stops there and the video is partial (complete shots before it are kept)."""
+    jump inside. Now the leap is a discontinuity (no long frame, decoding goes on to the end) and the shot
+    holding frames on both sides of it is dropped 'damaged'; the video is not cut short."""
+    from curation.shots import ShotSplitter
+
     whole, holed = tmp_path / "whole.mpg", tmp_path / "holed.mpg"
     source = "testsrc2=size=320x180:rate=25:duration=12"
     subprocess.run(
@@ -401,9 +404,18 @@ def test_timestamps_leaping_over_missing_data_are_damage(tmp_path):
         times = [f.time_s for f in decoder]
         assert all(b - a == pytest.approx(0.04) for a, b in zip(times, times[1:]))  # no long frame inside
         reports[path.name] = decoder.report
-    assert reports["whole.mpg"].damage is None and reports["whole.mpg"].n_frames == 300
-    holed_report = reports["holed.mpg"]
-    assert "data is missing" in holed_report.damage and 100 < holed_report.n_frames < 150
+    assert reports["whole.mpg"].gaps == [] and reports["whole.mpg"].n_frames == 300
+    report = reports["holed.mpg"]
+    assert report.damage is None and 200 < report.n_frames < 280  # the frames after the hole are read
+    [(frame, why)] = report.gaps
+    assert 100 < frame < 150 and "data is missing" in why
+    config = CurateConfig.model_validate({"shots": {"backend": "scenedetect"}})
+    unit = ShotSplitter(config).process(VideoUnit(probe(str(holed))))
+    spanning = [s for s in unit.shots if s.start_frame < frame < s.end_frame]
+    assert [(s.kept, s.reject_reason) for s in spanning] == [(False, "damaged")]
+    assert [r.reason for r in unit.rejects] == ["damaged"] and "data is missing inside the shot" in unit.rejects[
+        0
+    ].detail
 
 
 def test_truncated_avi_is_damage_by_its_header_frame_count(tmp_path):
