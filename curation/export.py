@@ -393,7 +393,8 @@ class ClipExporter(Stage):
         super().__init__()
         self.config = config.export
         # score mode keeps every scene for refilter to choose: one verified clip makes a sample
-        self.min_scene_shots = 1 if config.filters.mode == "score" else config.filters.min_scene_shots
+        self.score_mode, self.scene_shots = config.filters.mode == "score", config.filters.min_scene_shots
+        self.min_scene_shots = 1 if self.score_mode else self.scene_shots
 
     def _clip_range(self, unit: VideoUnit, shot: ShotRecord) -> tuple[int, int]:
         """Frames ``[a, b)`` of ``shot``'s clip: its ``clip_*_frame`` (the whole shot when unset), cut to
@@ -440,6 +441,8 @@ class ClipExporter(Stage):
         scenes: list[SceneUnit] = []
         for scene, idx in zip(kept_scenes, members):
             idx = [i for i in idx if i in clips]
+            if self.score_mode and len(idx) < self.scene_shots and scene.verdict is None:
+                scene.verdict = "too-few-shots"  # clips failed their check after the scene filter's verdict
             if len(idx) < self.min_scene_shots:
                 detail = f"{len(idx)} shots with verified clips < min_scene_shots {self.min_scene_shots}"
                 scene.kept, scene.reject_reason = False, "too-few-shots"

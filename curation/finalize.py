@@ -131,12 +131,20 @@ def merge_tables(out_dir: str, sources: list[dict[str, Any]]) -> dict[str, pa.Ta
             if len(stale[i]) and len(table):
                 table = table.filter(pc.invert(pc.is_in(_owner(table, name), value_set=stale[i])))
             tables[name].append(table)
-    read_in = {uri: i for i, t in enumerate(tables["videos"]) for uri in t.column("uri").to_pylist()}
-    for i, table in enumerate(tables["rejects"]):
-        later = pa.array([u for u, j in read_in.items() if j > i], pa.string())
-        if len(later) and len(table):
-            by_uri = pc.equal(table.column("item_id"), table.column("uri"))
-            tables["rejects"][i] = table.filter(pc.invert(pc.and_(by_uri, pc.is_in(table.column("uri"), later))))
+    by_uri = [t.filter(pc.equal(t.column("item_id"), t.column("uri"))) for t in tables["rejects"]]
+    uris = pa.array({u for t in by_uri for u in t.column("uri").to_pylist()}, pa.string())  # usually a handful
+    if len(uris):
+        read_in = {}  # uri of those -> last part with a video row for it
+        for i, t in enumerate(tables["videos"]):
+            for uri in t.filter(pc.is_in(t.column("uri"), value_set=uris)).column("uri").to_pylist():
+                read_in[uri] = i
+        for i, table in enumerate(tables["rejects"]):
+            later = pa.array([u for u in by_uri[i].column("uri").to_pylist() if read_in.get(u, -1) > i], pa.string())
+            if len(later):
+                stale = pc.and_(
+                    pc.equal(table.column("item_id"), table.column("uri")), pc.is_in(table.column("uri"), later)
+                )
+                tables["rejects"][i] = table.filter(pc.invert(stale))
     merged = {}
     for name, pieces in tables.items():
         table = pa.concat_tables(pieces) if pieces else _schema(name).empty_table()

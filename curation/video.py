@@ -147,7 +147,9 @@ def _open_container(uri: str) -> Iterator[av.container.InputContainer]:
 
 
 def _still(stream: av.video.stream.VideoStream) -> bool:
-    return stream.codec_context is not None and stream.codec_context.name in _STILL_CODECS
+    """A still-picture codec's track not known to hold several frames (Matroska counts none)."""
+    cc = stream.codec_context
+    return cc is not None and cc.name in _STILL_CODECS and (stream.frames or 0) <= 1
 
 
 def _area(stream: av.video.stream.VideoStream) -> int:
@@ -163,11 +165,12 @@ _STILL_CODECS = frozenset({"mjpeg", "png", "bmp", "tiff", "webp", "gif", "jpeg20
 def select_video_stream(container: av.container.InputContainer, uri: str) -> av.video.stream.VideoStream:
     """The main video stream of a container, the same on every open.
 
-    Attached pictures (cover art) and timed thumbnails are not candidates; streams of a motion-picture codec
-    come before those of a still-picture codec (``_STILL_CODECS``: an MJPEG camera file is still read); then
-    the largest picture wins (a small preview stream placed first loses to the main picture), then the one
-    whose disposition is ``default``, then the lowest index. Raises ``UnreadableVideo`` (``no-video-stream``,
-    ``cover-art-only``) or ``UnsupportedVideo`` (``unsupported-codec``: no decoder in this FFmpeg build).
+    Attached pictures (cover art) and timed thumbnails are not candidates; streams of a motion-picture codec come
+    before tracks of a still-picture codec (``_STILL_CODECS``) not known to hold several frames (an MJPEG camera
+    file is still read); then the largest picture wins (a small preview stream placed first loses to the main
+    picture), then the one whose disposition is ``default``, then the lowest index. Raises ``UnreadableVideo``
+    (``no-video-stream``, ``cover-art-only``) or ``UnsupportedVideo`` (``unsupported-codec``: no decoder in this
+    FFmpeg build).
     """
     streams = list(container.streams.video)
     if not streams:

@@ -305,3 +305,23 @@ def test_an_encoder_error_reaches_the_caller(sources, records, monkeypatch):
     monkeypatch.setattr(export._ClipEncoder, "write", failing)
     with pytest.raises(RuntimeError, match="x264 failed"):
         export.cut_clips(str(sources["coded"]), records["coded"], [(0, 10), (20, 30)], 96, 23, "ultrafast")
+
+
+def test_score_mode_writes_a_scene_left_short_by_a_failed_clip_with_its_verdict(sources, records, monkeypatch):
+    """filters.mode=score: a scene whose clip check fails for one of its two shots is still written (refilter
+    decides), with the 'too-few-shots' verdict the scene filter could not know (it ran before the check)."""
+    import curation.export as export
+
+    checked = []
+
+    def fail_shot_4(data, n, ends, min_psnr):
+        checked.append(n)
+        return "a scripted failure" if len(checked) == 3 else None  # the third clip cut: shot 4
+
+    monkeypatch.setattr(export, "verify_clip", fail_shot_4)
+    unit = _unit(sources["coded"], records["coded"])
+    config = _config(encoders=1)  # one writer: clips are checked in the order they are cut
+    config.filters.mode = "score"
+    out = run_stage(ClipExporter(config), unit)
+    assert [[s.index for s in scene.shots] for scene in out] == [[0, 2], [5]]
+    assert [scene.scene.verdict for scene in out] == [None, "too-few-shots"]

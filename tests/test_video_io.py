@@ -466,3 +466,16 @@ def test_a_mirroring_display_matrix_is_rejected_not_exported_mirrored(videos, tm
         probe(str(tmp_path / "flipped.mp4"))
     assert err.value.reason == "mirrored"
     assert probe(str(tmp_path / "turned.mp4")).rotation in (90, 270)
+
+
+def test_a_motion_jpeg_main_track_beats_a_smaller_h264_proxy(tmp_path):
+    """Still-picture codecs rank last only as tracks not known to hold several frames: an MP4 whose main
+    picture is MJPEG (camera files, MXF-like masters) beside a small H.264 proxy is read from the MJPEG track."""
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error"]
+    main, proxy, both = tmp_path / "main.mp4", tmp_path / "proxy.mp4", tmp_path / "both.mp4"
+    src = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=2"]
+    subprocess.run([*ffmpeg, *src, "-c:v", "mjpeg", "-q:v", "5", str(main)], check=True)
+    subprocess.run([*ffmpeg, *src, "-vf", "scale=160:90", "-c:v", "libx264", str(proxy)], check=True)
+    subprocess.run([*ffmpeg, "-i", str(proxy), "-i", str(main), "-map", "0", "-map", "1", "-c", "copy", str(both)])
+    rec = probe(str(both))
+    assert (rec.stream_index, rec.codec, rec.width, rec.n_frames) == (1, "mjpeg", 320, 50)
