@@ -338,7 +338,11 @@ class ExportConfig(Section):
         "memory only, never a byte of a clip.",
     )
     max_shot_s: float | None = Field(
-        None, gt=0, description="Exported clips are cut to their first max_shot_s seconds; None: whole shot."
+        None,
+        gt=0,
+        description="Exported clips are cut to their first max_shot_s seconds (from the first frame after a "
+        "dissolve or fade that opens the shot), and so are their keyframes and the clip the shot filter measures; "
+        "None: whole shot.",
     )
     verify_min_psnr: float = Field(
         20.0,

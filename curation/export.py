@@ -397,11 +397,12 @@ class ClipExporter(Stage):
         self.min_scene_shots = 1 if self.score_mode else self.scene_shots
 
     def _clip_range(self, unit: VideoUnit, shot: ShotRecord) -> tuple[int, int]:
-        """Frames ``[a, b)`` of ``shot``'s clip: its ``clip_*_frame`` (the whole shot when unset), cut to
-        ``export.max_shot_s`` seconds."""
-        start = shot.start_frame if shot.clip_start_frame is None else shot.clip_start_frame
-        end = shot.end_frame if shot.clip_end_frame is None else shot.clip_end_frame
-        cap = self.config.max_shot_s
+        """Frames ``[a, b)`` of ``shot``'s clip: its ``clip_*_frame`` as the splitter set them (without the
+        transitions at its ends, cut to ``export.max_shot_s``); for a record without them (made before they
+        existed) the whole shot cut to ``export.max_shot_s`` seconds."""
+        if shot.clip_start_frame is not None and shot.clip_end_frame is not None:
+            return shot.clip_start_frame, shot.clip_end_frame
+        start, end, cap = shot.start_frame, shot.end_frame, self.config.max_shot_s
         if cap is not None:
             end = min(end, start + max(1, math.floor(cap * (float(unit.video.fps) or 1.0))))
         return start, end

@@ -504,8 +504,16 @@ class _Pending:
 class _ShotBuilder:
     """Assigns frames to shots once the detector's horizon has passed them; closes shots at boundaries."""
 
-    def __init__(self, video: VideoRecord, keyframe_mode: str, jpeg_quality: int, scores: Any = None):
+    def __init__(
+        self,
+        video: VideoRecord,
+        keyframe_mode: str,
+        jpeg_quality: int,
+        scores: Any = None,
+        max_clip_s: float | None = None,
+    ):
         self.video = video
+        self.max_clip_s = max_clip_s  # export.max_shot_s: clips (and their keyframes) are cut to it
         self.scores = scores  # ScoresConfig: motion scores are sampled when given
         self.score_seconds = 0.0
         self.mode = keyframe_mode
@@ -561,13 +569,16 @@ class _ShotBuilder:
         self._last_time = f.time_s
 
     def _close(self, end: int, end_s: float, clean_end: int) -> None:
-        """Close the open shot at ``end``; its keyframes come from ``[clean_start, clean_end)``, the frames
-        outside the gradual transitions at its ends (a dissolve's frames blend two shots, and would make the
-        shots on both sides of it look alike to scene clustering), or from the whole shot when that is empty."""
+        """Close the open shot at ``end``. Its clip range and keyframes are ``[clean_start, clean_end)``, the
+        frames outside the gradual transitions at its ends (a dissolve's frames blend two shots, and would make
+        the shots on both sides of it look alike to scene clustering), or the whole shot when that is empty;
+        then cut to ``max_clip_s`` seconds."""
         shot = self._open
         clean = (shot.clean_start, min(end, clean_end))
         if clean[1] <= clean[0]:
             clean = (shot.start, end)
+        if self.max_clip_s is not None:
+            clean = (clean[0], min(clean[1], clean[0] + max(1, math.floor(self.max_clip_s * float(self._fps)))))
         picks: list[tuple[int, np.ndarray]] = []
         for t in keyframe_targets(*clean, self.mode):
             pick = shot.reservoir.nearest(t, clean)
@@ -691,7 +702,9 @@ class ShotSplitter(Stage):
         small_size = detection_size(size, self.config.shots.detect_width)
         detector = self.make_detector(video.fps)
         keyframes = self.config.keyframes
-        builder = _ShotBuilder(video, keyframes.mode, keyframes.jpeg_quality, self.config.scores)
+        builder = _ShotBuilder(
+            video, keyframes.mode, keyframes.jpeg_quality, self.config.scores, self.config.export.max_shot_s
+        )
         prev: np.ndarray | None = None
         n = 0
         frames = FrameDecoder(video.uri, size=size, threads=self.config.video.decode_threads)

@@ -315,3 +315,18 @@ def test_gradual_transitions_on_real_frames_are_found_and_flagged(tmp_path, real
     clip_frames = [f for s in unit.shots for f in range(s.clip_start_frame, s.clip_end_frame)]
     assert not [f for f in clip_frames for r in blends if f in r]
     assert len(clip_frames) >= unit.video.n_frames - sum(len(r) + 4 for r in blends)  # little else is cut
+
+
+def test_max_shot_s_cuts_the_clip_range_and_its_keyframes(cut_film):
+    """With export.max_shot_s the splitter records the clip the export will cut: its first max_shot_s seconds,
+    and the keyframes (embedded, captioned, scored) come from those frames, not from the rest of the shot."""
+    path, truth = cut_film
+    config = _config(backend="scenedetect")
+    config.export.max_shot_s = 0.5
+    unit = _split(path, config)
+    cap = int(0.5 * float(unit.video.fps))
+    long_shots = [s for s in unit.shots if s.end_frame - s.start_frame > cap]
+    assert long_shots
+    for s in unit.shots:
+        assert s.clip_start_frame == s.start_frame and s.clip_end_frame == min(s.end_frame, s.start_frame + cap)
+        assert all(s.clip_start_frame <= k < s.clip_end_frame for k in s.keyframe_frames), s
