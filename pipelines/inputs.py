@@ -90,11 +90,13 @@ def _is_remote(item: str) -> bool:
     return "://" in item and not item.startswith("file://")
 
 
-def _is_dataset_folder(dirs: Iterable[str], files: Iterable[str]) -> bool:
-    """Whether a folder holding ``dirs`` and ``files`` is a curated output or a release of one (``manifests/``
-    beside ``shards/`` or ``index.json``): its clips are samples, not source videos."""
-    dirs, files = set(dirs), set(files)
-    return "manifests" in dirs and ("shards" in dirs or "index.json" in files)
+def _is_dataset_folder(root: str, dirs: Iterable[str], files: Iterable[str]) -> bool:
+    """Whether the folder ``root`` (holding ``dirs`` and ``files``) is a curated output or a release of one:
+    ``manifests/`` with the journal's ``manifests/parts/`` (made when a run starts) or beside ``run.json``.
+    Its clips are samples, not source videos."""
+    if "manifests" not in dirs:
+        return False
+    return "run.json" in files or os.path.isdir(os.path.join(root, "manifests", "parts"))
 
 
 def _folder(path: str, skipped: list[str]) -> list[str]:
@@ -102,7 +104,7 @@ def _folder(path: str, skipped: list[str]) -> list[str]:
     found inside (a ``--out`` inside the input folder: a rerun would curate its own clips), as one entry."""
     found = []
     for root, dirs, files in os.walk(path):
-        if _is_dataset_folder(dirs, files):
+        if _is_dataset_folder(root, dirs, files):
             dirs.clear()
             skipped.append(os.path.join(root, ""))
             continue

@@ -89,15 +89,17 @@ def test_expand_inputs(tmp_path):
 def test_a_curated_output_inside_the_input_folder_is_not_curated(tmp_path):
     """`curate in --out in/ds`, then `release in/ds`, then the same curate again: the scan must not take the
     dataset's clips (its release's browse/clips/*.mp4) for source videos."""
-    (tmp_path / "in" / "ds" / "manifests").mkdir(parents=True)
-    (tmp_path / "in" / "ds" / "index.json").write_text("{}")
+    (tmp_path / "in" / "ds" / "manifests" / "parts").mkdir(parents=True)
+    (tmp_path / "in" / "raw" / "manifests").mkdir(parents=True)  # an archive's own folder of that name
+    (tmp_path / "in" / "raw" / "manifests" / "tape1.mov").write_bytes(b"x")
     clips = tmp_path / "in" / "ds" / "release" / "browse" / "clips"
     clips.mkdir(parents=True)
     for name in ("in/film.mp4", "in/ds/release/browse/clips/c0.mp4", "in/more/film2.mkv"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     got = expand_inputs([str(tmp_path / "in")])
-    assert [str(Path(p).relative_to(tmp_path)) for p in got] == ["in/film.mp4", "in/more/film2.mkv"]
+    names = [str(Path(p).relative_to(tmp_path)) for p in got]
+    assert names == ["in/film.mp4", "in/more/film2.mkv", "in/raw/manifests/tape1.mov"]
     assert got.skipped_examples == [str(tmp_path / "in" / "ds") + os.sep] and got.skipped_files == 1
 
 
