@@ -91,9 +91,10 @@ def real_videos(cache: Path = DEFAULT_CACHE, names: list[str] | None = None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--decode", action="store_true", help="also decode each source: the decoded truth")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from curation.video import probe
+    from curation.video import FrameDecoder, probe
 
     for name, path in real_videos(args.cache).items():
         try:
@@ -102,6 +103,16 @@ def main() -> None:
             print(f"{name:24s} {info.width}x{info.height} {fps:6.2f} fps {info.duration_s:7.1f} s  {path}")
         except Exception as err:  # noqa: BLE001 - a listing: show what does not probe and go on
             print(f"{name:24s} does not probe: {err}  {path}")
+            continue
+        if args.decode:
+            decoder = FrameDecoder(str(path), size=(64, 36))
+            for _ in decoder:
+                pass
+            r = decoder.report
+            print(
+                f"{'':24s} decoded: {r.n_frames} frames, {r.duration_s:.2f} s, {float(r.fps):.3f} fps, "
+                f"{r.timestamp_jumps} jumps, gaps {len(r.gaps)}, damage {r.damage}"
+            )
 
 
 if __name__ == "__main__":
