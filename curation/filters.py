@@ -37,15 +37,6 @@ log = logging.getLogger(__name__)
 _FACE_BATCH = 16  # keyframes per MTCNN call
 
 
-def clip_length(shot: ShotRecord) -> tuple[int, float]:
-    """Frames and seconds of the clip ``shot`` exports: ``[clip_start_frame, clip_end_frame)`` (the shot without
-    the dissolves at its ends), the whole shot when the range is unset; seconds at the shot's mean rate."""
-    if shot.clip_start_frame is None or shot.clip_end_frame is None or shot.n_frames <= 0:
-        return shot.n_frames, shot.duration_s
-    frames = shot.clip_end_frame - shot.clip_start_frame
-    return frames, shot.duration_s * frames / shot.n_frames
-
-
 class ShotFilter(Stage):
     """Rejects videos below the minimum size; marks shots too short, black, blank (uniform) or static."""
 
@@ -67,7 +58,7 @@ class ShotFilter(Stage):
     def _splitter_reason(self, shot: ShotRecord) -> tuple[str, str] | None:
         """The checks on what the shot splitter measured (length, luma, motion); they come first."""
         c = self.config
-        frames, seconds = clip_length(shot)
+        frames, seconds = shot.clip_length()
         if seconds < c.min_shot_s:
             return "too-short", f"duration {seconds:.3f}s < min_shot_s {c.min_shot_s}"
         if frames < c.min_shot_frames:

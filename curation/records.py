@@ -140,6 +140,20 @@ class ShotRecord:
     def duration_s(self) -> float:
         return self.end_s - self.start_s
 
+    def clip_length(self) -> tuple[int, float]:
+        """Frames and seconds of the clip this shot exports (``clip_span``)."""
+        return clip_span(self.n_frames, self.duration_s, self.clip_start_frame, self.clip_end_frame)
+
+
+def clip_span(n_frames: int, duration_s: float, clip_start: int | None, clip_end: int | None) -> tuple[int, float]:
+    """Frames and seconds of a shot's clip ``[clip_start, clip_end)`` (the shot without the dissolves at its
+    ends, cut to ``export.max_shot_s``), from the shot's frame count and seconds; the whole shot when the range
+    is unset (records made before it existed). Seconds at the shot's mean rate."""
+    if clip_start is None or clip_end is None or n_frames <= 0:
+        return n_frames, duration_s
+    frames = clip_end - clip_start
+    return frames, duration_s * frames / n_frames
+
 
 @dataclass
 class SceneRecord:

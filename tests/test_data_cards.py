@@ -27,8 +27,9 @@ from curation.records import CaptionRecord, Reject, SceneRecord, ShotRecord, Vid
 from curation.samples import VideoResult, video_result
 from curation.stage import Keyframe, SceneUnit, StageStats, VideoUnit
 from data_cards.card import CardOptions
-from data_cards.dataset import sha256_file
+from data_cards.dataset import CuratedDataset, sha256_file
 from data_cards.release import build_release, push_to_hub
+from data_cards.stats import compute_stats
 
 CONFIG = {"scenes": {"window": 3, "threshold": 0.8}, "filters": {"min_shot_s": 1.0}, "caption": {"backend": "gemini"}}
 CHARACTERS = [
@@ -130,6 +131,8 @@ def build(out, clip, max_bytes=1, films="/films", captioned=True, scored=False, 
     for n, (vid, (scene_shots, shot_rej, scene_rej)) in enumerate(plan.items()):
         w, h, fps, shot_s = sizes[vid]
         video, shots = _video(vid, f"{films}/{vid}.mp4", sum(map(len, scene_shots)), shot_s, w, h, fps)
+        for s in shots[1::2]:  # a dissolve at both ends of every other shot: its clip leaves out fps // 4 frames each
+            s.clip_start_frame, s.clip_end_frame = s.start_frame + fps // 4, s.end_frame - fps // 4
         vunit = VideoUnit(video, shots)
         if scored:
             shot_rej = {i: r for i, r in shot_rej.items() if r[0] != "filters"}  # verdicts only
@@ -296,7 +299,20 @@ def test_card_numbers_equal_manifests(release, curated):
     assert table["Scenes formed"] == str(len(scenes)) == "6"
     assert table["Scenes released"] == str(len(released)) == "3"
     assert table["Shots released"] == str(len(released_shots)) == "8"
-    assert table["Hours released"] == f"{sum(s['end_s'] - s['start_s'] for s in released_shots) / 3600:.3f}"
+    # the clips' seconds: each shot's seconds scaled to the frames its clip holds
+    clip_s = [
+        (s["end_s"] - s["start_s"])
+        * (s["clip_end_frame"] - s["clip_start_frame"])
+        / (s["end_frame"] - s["start_frame"])
+        if s["clip_start_frame"] is not None
+        else s["end_s"] - s["start_s"]
+        for s in released_shots
+    ]
+    assert sum(clip_s) < sum(s["end_s"] - s["start_s"] for s in released_shots)  # some clips leave dissolves out
+    assert table["Hours released"] == f"{sum(clip_s) / 3600:.3f}"
+    stats = compute_stats(CuratedDataset.load(curated))  # the card rounds hours; the stats hold the seconds
+    assert stats.counts["hours_released"] * 3600 == pytest.approx(sum(clip_s))
+    assert sorted(stats.distributions["shot_duration_s"]) == pytest.approx(sorted(clip_s))
     assert table["Kept ratio (shots released / detected)"] == f"{100 * 8 / 15:.1f}%"
     assert table["Captions"] == str(len(captions)) == "5"
     index = json.loads((release.root / "index.json").read_text())["shards"]
