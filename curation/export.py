@@ -44,7 +44,7 @@ import numpy as np
 
 from .config import CurateConfig
 from .errors import FilmweaverError, UnsupportedVideo
-from .records import ShotRecord, VideoRecord
+from .records import ShotRecord, VideoRecord, capped_end
 from .stage import Keyframe, SceneUnit, Stage, VideoUnit
 from .threads import cpu_threads
 from .video import FrameDecoder, analysis_size, local_path, norm_rotation, select_video_stream
@@ -402,10 +402,8 @@ class ClipExporter(Stage):
         existed) the whole shot cut to ``export.max_shot_s`` seconds."""
         if shot.clip_start_frame is not None and shot.clip_end_frame is not None:
             return shot.clip_start_frame, shot.clip_end_frame
-        start, end, cap = shot.start_frame, shot.end_frame, self.config.max_shot_s
-        if cap is not None:
-            end = min(end, start + max(1, math.floor(cap * (float(unit.video.fps) or 1.0))))
-        return start, end
+        start = shot.start_frame
+        return start, capped_end(start, shot.end_frame, self.config.max_shot_s, float(unit.video.fps))
 
     def process(self, unit: VideoUnit) -> list[SceneUnit]:
         by_id = {s.shot_id: i for i, s in enumerate(unit.shots)}

@@ -141,10 +141,10 @@ def merge_tables(out_dir: str, sources: list[dict[str, Any]]) -> dict[str, pa.Ta
         for i, table in enumerate(tables["rejects"]):
             later = pa.array([u for u in by_uri[i].column("uri").to_pylist() if read_in.get(u, -1) > i], pa.string())
             if len(later):
-                stale = pc.and_(
+                superseded = pc.and_(
                     pc.equal(table.column("item_id"), table.column("uri")), pc.is_in(table.column("uri"), later)
                 )
-                tables["rejects"][i] = table.filter(pc.invert(stale))
+                tables["rejects"][i] = table.filter(pc.invert(superseded))
     merged = {}
     for name, pieces in tables.items():
         table = pa.concat_tables(pieces) if pieces else _schema(name).empty_table()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -114,7 +116,7 @@ class ShotRecord:
     reject_reason: str | None = None
     keyframe_frames: list[int] = field(default_factory=list)
     # frames [clip_start_frame, clip_end_frame) the exported clip holds: the shot without the gradual
-    # transitions at its ends (set by the shot splitter), cut to export.max_shot_s by the export
+    # transitions at its ends, cut to export.max_shot_s (both set by the shot splitter)
     clip_start_frame: int | None = None
     clip_end_frame: int | None = None
     brightness: float = 0.0  # mean luma 0..255 of the sampled frames
@@ -153,6 +155,21 @@ def clip_span(n_frames: int, duration_s: float, clip_start: int | None, clip_end
         return n_frames, duration_s
     frames = clip_end - clip_start
     return frames, duration_s * frames / n_frames
+
+
+def clip_seconds(shot: Mapping[str, Any]) -> float:
+    """Seconds of the clip of a shot given as a manifest row or a sample JSON shot (``clip_span``)."""
+    n = int(shot.get("end_frame", 0)) - int(shot.get("start_frame", 0))
+    seconds = float(shot.get("end_s", 0.0)) - float(shot.get("start_s", 0.0))
+    return clip_span(n, seconds, shot.get("clip_start_frame"), shot.get("clip_end_frame"))[1]
+
+
+def capped_end(start: int, end: int, max_s: float | None, fps: float) -> int:
+    """``end``, or the frame ``max_s`` seconds after ``start`` at ``fps`` when that comes first (at least one
+    frame); ``max_s`` None: ``end`` (``export.max_shot_s``)."""
+    if max_s is None:
+        return end
+    return min(end, start + max(1, math.floor(max_s * (fps or 1.0))))
 
 
 @dataclass

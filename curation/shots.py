@@ -53,7 +53,7 @@ import numpy as np
 from .config import CurateConfig, ShotsConfig
 from .embed import resolve_device
 from .errors import MissingDependency, UnreadableVideo
-from .records import ShotRecord, VideoRecord, shot_id
+from .records import ShotRecord, VideoRecord, capped_end, shot_id
 from .scores import MotionSampler
 from .stage import Keyframe, Stage, VideoUnit
 from .video import Frame, FrameDecoder, analysis_size, probe
@@ -470,7 +470,7 @@ def keyframe_targets(start: int, end: int, mode: str) -> list[int]:
     return sorted({start, middle, end - 1})
 
 
-def gradual_span(boundary: Boundary | None) -> tuple[int, int] | None:
+def _gradual_span(boundary: Boundary | None) -> tuple[int, int] | None:
     """Frames ``[a, b)`` of a gradual transition (dissolve, fade) at ``boundary``; None for a cut or no span."""
     if boundary is None or boundary.kind != "gradual" or boundary.span is None:
         return None
@@ -550,7 +550,7 @@ class _ShotBuilder:
             log.warning("ignoring boundary at frame %d of %s (already committed)", stale.frame, self.video.uri)
         if self._open is None or (self._boundaries and self._boundaries[0].frame == f.index):
             b = self._boundaries.popleft() if self._open is not None else None
-            span = gradual_span(b)
+            span = _gradual_span(b)
             if self._open is not None:
                 self._close(f.index, f.time_s, span[0] if span else f.index)
             kind, score = (b.kind, b.score) if b else ("cut", 0.0)
@@ -577,8 +577,7 @@ class _ShotBuilder:
         clean = (shot.clean_start, min(end, clean_end))
         if clean[1] <= clean[0]:
             clean = (shot.start, end)
-        if self.max_clip_s is not None:
-            clean = (clean[0], min(clean[1], clean[0] + max(1, math.floor(self.max_clip_s * float(self._fps)))))
+        clean = (clean[0], capped_end(*clean, self.max_clip_s, float(self._fps)))
         picks: list[tuple[int, np.ndarray]] = []
         for t in keyframe_targets(*clean, self.mode):
             pick = shot.reservoir.nearest(t, clean)

@@ -146,6 +146,11 @@ def _open_container(uri: str) -> Iterator[av.container.InputContainer]:
             container.close()
 
 
+# codecs of still pictures: a track of one of them beside a motion-picture codec is a cover or a thumbnail that
+# was muxed as a plain track (a JPEG added to an MKV as a second video track is a 1-frame MJPEG stream)
+_STILL_CODECS = frozenset({"mjpeg", "png", "bmp", "tiff", "webp", "gif", "jpeg2000", "jpegls", "targa"})
+
+
 def _still(stream: av.video.stream.VideoStream) -> bool:
     """A still-picture codec's track not known to hold several frames (Matroska counts none)."""
     cc = stream.codec_context
@@ -155,11 +160,6 @@ def _still(stream: av.video.stream.VideoStream) -> bool:
 def _area(stream: av.video.stream.VideoStream) -> int:
     cc = stream.codec_context
     return (cc.width * cc.height) if cc is not None else 0
-
-
-# codecs of still pictures: a track of one of them beside a motion-picture codec is a cover or a thumbnail that
-# was muxed as a plain track (a JPEG added to an MKV as a second video track is a 1-frame MJPEG stream)
-_STILL_CODECS = frozenset({"mjpeg", "png", "bmp", "tiff", "webp", "gif", "jpeg2000", "jpegls", "targa"})
 
 
 def select_video_stream(container: av.container.InputContainer, uri: str) -> av.video.stream.VideoStream:

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from curation.records import clip_span
+from curation.records import clip_seconds
 
 from .dataset import CuratedDataset
 
@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 THUMB_HEIGHT = 96
 SHEET_COLUMNS = 6
 DEFAULT_CLIP_SCENES = 200
-
-
-def _clip_seconds(shot: dict) -> float:
-    """Seconds of a sample JSON shot's clip (``curation.records.clip_span``; the whole shot in old samples)."""
-    n = int(shot.get("end_frame", 0)) - int(shot.get("start_frame", 0))
-    seconds = float(shot.get("end_s", 0.0)) - float(shot.get("start_s", 0.0))
-    return clip_span(n, seconds, shot.get("clip_start_frame"), shot.get("clip_end_frame"))[1]
 
 
 def contact_sheet(jpegs: list[bytes], height: int = THUMB_HEIGHT, columns: int = SHEET_COLUMNS) -> bytes:
@@ -92,7 +85,7 @@ def scene_entry(
         shot = {
             "caption": s.get("caption") or cap.get("caption") or "",
             "verdict": s.get("verdict") or cap.get("verdict") or "",
-            "duration": round(_clip_seconds(s), 2),
+            "duration": round(clip_seconds(s), 2),
         }
         if media and i < len(media):
             shot["clip"], shot["poster"] = media[i]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.records import clip_span
+from curation.records import clip_seconds
 
 from .dataset import CuratedDataset
 
@@ -59,12 +59,6 @@ class DatasetStats:
             for (st, lv, r), n in self.reject_rows.items()
             if stage in (None, st) and level in (None, lv) and reason in (None, r)
         )
-
-
-def _clip_seconds(shot: dict) -> float:
-    """Seconds of a released shot's clip, from its manifest row (``curation.records.clip_span``)."""
-    n = shot["end_frame"] - shot["start_frame"]
-    return clip_span(n, shot["end_s"] - shot["start_s"], shot.get("clip_start_frame"), shot.get("clip_end_frame"))[1]
 
 
 def config_hash(config: Any) -> str:
@@ -134,7 +128,7 @@ def compute_stats(ds: CuratedDataset) -> DatasetStats:
         "scenes": len(released) + funnel[2].rejected + funnel[2].unaccounted,
         "scenes_released": len(released),
         "shots_released": len(released_shots),
-        "hours_released": sum(_clip_seconds(s) for s in released_shots) / 3600,
+        "hours_released": sum(clip_seconds(s) for s in released_shots) / 3600,
         "kept_ratio": len(released_shots) / len(shots) if shots else 0.0,
         "captions": len(captions),
         "characters": sum(s["n_characters"] or 0 for s in released),
@@ -145,7 +139,7 @@ def compute_stats(ds: CuratedDataset) -> DatasetStats:
     stages = [{"name": k, **v} for k, v in (ds.run.get("stages") or {}).items()]
     llm = {k: v for k, v in (ds.run.get("llm") or {}).items() if isinstance(v, int | float)}
     distributions = {
-        "shot_duration_s": [_clip_seconds(s) for s in released_shots],
+        "shot_duration_s": [clip_seconds(s) for s in released_shots],
         "shots_per_scene": [float(len(s["shot_ids"])) for s in released],
         "characters_per_scene": [float(s["n_characters"]) for s in released if s["n_characters"] is not None],
         "caption_words": [float(len(c["caption"].split())) for c in captions],
